@@ -1,0 +1,150 @@
+"""Sealing secrets before they enter an event (AES-256-GCM, ``cryptography``).
+
+A sealed value is the text ``s1.<key id>.<base64url(nonce || ciphertext+tag)>``. The key id
+names the key in the key ring, so keys rotate: new seals use the active key, old ones
+still open with the key they name. Events store and hash the sealed text, so the hash
+chain still verifies after a key is destroyed (DESIGN.md, "Events and the store").
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from events.errors import SealingError
+
+_PREFIX = "s1"
+# Associated data binds a ciphertext to this purpose: a sealed blob from another system
+# using the same key cannot be passed off as one of ours.
+_AAD = b"oauthledger-sealed-secret"
+
+
+def _b64e(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def _b64d(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+@dataclass
+class KeyRing:
+    """The sealing keys by id, and which one new seals use."""
+
+    active: str
+    keys: dict[str, bytes] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        """Serialize for the key file."""
+        return json.dumps(
+            {"active": self.active, "keys": {k: _b64e(v) for k, v in self.keys.items()}},
+            indent=2,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> KeyRing:
+        """Parse a key file; raises :class:`SealingError` if it is malformed."""
+        try:
+            raw = json.loads(text)
+            keys = {str(k): _b64d(v) for k, v in raw["keys"].items()}
+            ring = cls(active=str(raw["active"]), keys=keys)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise SealingError(f"key file is malformed: {exc}") from None
+        if ring.active not in ring.keys:
+            raise SealingError(f"key file names active key {ring.active!r} but lacks it")
+        if any(len(k) != 32 for k in ring.keys.values()):
+            raise SealingError("key file holds a key that is not 256 bits")
+        return ring
+
+    @classmethod
+    def generate(cls) -> KeyRing:
+        """A new ring with one fresh 256-bit key."""
+        kid = _new_key_id()
+        return cls(active=kid, keys={kid: AESGCM.generate_key(bit_length=256)})
+
+    def rotate(self) -> str:
+        """Add a new key, make it active, and return its id. Old keys stay to open."""
+        kid = _new_key_id()
+        while kid in self.keys:
+            kid = _new_key_id()
+        self.keys[kid] = AESGCM.generate_key(bit_length=256)
+        self.active = kid
+        return kid
+
+
+def _new_key_id() -> str:
+    return "k" + secrets.token_hex(4)
+
+
+def _write_private(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+def load_key_ring(path: Path, create: bool = True) -> KeyRing:
+    """Load the key file, generating it (mode 0600) when absent and ``create`` is set."""
+    if not path.exists():
+        if not create:
+            raise SealingError(f"key file {path} does not exist")
+        ring = KeyRing.generate()
+        _write_private(path, ring.to_json())
+        return ring
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SealingError(f"cannot read key file {path}: {exc.strerror}") from None
+    return KeyRing.from_json(text)
+
+
+def save_key_ring(path: Path, ring: KeyRing) -> None:
+    """Write the key file atomically with mode 0600."""
+    _write_private(path, ring.to_json())
+
+
+class Sealer:
+    """Seals and opens secrets with a :class:`KeyRing`."""
+
+    def __init__(self, ring: KeyRing) -> None:
+        self.ring = ring
+        self._aead = {kid: AESGCM(key) for kid, key in ring.keys.items()}
+
+    def seal(self, plaintext: str) -> str:
+        """Encrypt ``plaintext`` under the active key."""
+        kid = self.ring.active
+        nonce = os.urandom(12)
+        ct = self._aead[kid].encrypt(nonce, plaintext.encode("utf-8"), _AAD)
+        return f"{_PREFIX}.{kid}.{_b64e(nonce + ct)}"
+
+    def open(self, sealed: str) -> str:
+        """Decrypt a value made by :meth:`seal` with any key of the ring."""
+        try:
+            prefix, kid, body = sealed.split(".", 2)
+        except (ValueError, AttributeError):
+            raise SealingError("not a sealed value") from None
+        if prefix != _PREFIX:
+            raise SealingError(f"unknown sealing format {prefix!r}")
+        aead = self._aead.get(kid)
+        if aead is None:
+            raise SealingError(f"sealing key {kid!r} is not in the key ring")
+        try:
+            raw = _b64d(body)
+            return aead.decrypt(raw[:12], raw[12:], _AAD).decode("utf-8")
+        except (InvalidTag, ValueError):
+            raise SealingError(f"sealed value under key {kid!r} was tampered with") from None
+
+    @staticmethod
+    def key_id(sealed: str) -> str:
+        """The key id a sealed value names."""
+        return sealed.split(".", 2)[1]

@@ -1,0 +1,396 @@
+"""The append-only event store on SQLAlchemy (SQLite for the embedded default,
+PostgreSQL in production).
+
+Rules it enforces (DESIGN.md, "Events and the store"):
+- ``append`` is one transaction; UNIQUE(stream_id, stream_version) plus an explicit
+  version check give optimistic concurrency: a stale writer gets
+  :class:`ConcurrencyConflict`, never a silent overwrite.
+- Appends are serialized (PostgreSQL: a transaction-scoped advisory lock; SQLite:
+  ``BEGIN IMMEDIATE``), positions are assigned under that lock, so commit order equals
+  position order and a follower of ``read_all`` can never skip a late commit.
+- Each row is hash-chained to the previous one (:mod:`events.chain`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cached_property
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event as sa_event
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine.url import make_url
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+
+from events.catalog import Event
+from events.chain import canonical_json, row_hash
+from events.errors import ConcurrencyConflict, CorruptEvent, StoreUnavailable
+from events.schema import GENESIS_HASH
+from events.upcasting import UnknownEventType, UnsupportedSchemaVersion, decode
+
+# Any 64-bit constant unique to this application: the advisory lock that serializes appends.
+APPEND_LOCK_ID = 0x0A017E_D6E2
+ANY_VERSION = None  # expected_version that skips the concurrency check
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedEvent:
+    """One stored row. ``data`` and ``metadata`` are kept as stored text and decoded on
+    demand, so followers that only route by type or stream pay nothing for JSON."""
+
+    position: int
+    stream_id: str
+    stream_version: int
+    type: str
+    schema_version: int
+    data: str
+    metadata: str
+    hash: str
+
+    @property
+    def event(self) -> Event:
+        """The event object in its current schema (upcast if stored under an older one)."""
+        try:
+            payload = json.loads(self.data)
+            return decode(self.type, self.schema_version, payload)
+        except ValueError as exc:  # JSON errors, unknown types and schemas
+            raise CorruptEvent(self.position, str(exc)) from None
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """The metadata object: actor, request_id, time, and anything else recorded."""
+        try:
+            return json.loads(self.metadata)
+        except ValueError as exc:
+            raise CorruptEvent(self.position, f"metadata is not JSON: {exc}") from None
+
+    @property
+    def time(self) -> float:
+        """The commit time as a POSIX timestamp."""
+        return datetime.fromisoformat(self.meta["time"]).timestamp()
+
+
+@dataclass(frozen=True)
+class StreamWrite:
+    """Events for one stream, with the version the writer last saw."""
+
+    stream_id: str
+    expected_version: int | None
+    events: Sequence[Event]
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """The outcome of walking the hash chain."""
+
+    ok: bool
+    count: int
+    bad_position: int | None = None
+    reason: str | None = None
+
+
+def now_iso(clock: Callable[[], float] = time.time) -> str:
+    """UTC time in ISO 8601 with microseconds, as stored in metadata."""
+    return datetime.fromtimestamp(clock(), UTC).isoformat(timespec="microseconds")
+
+
+def safe_url(url: str) -> str:
+    """The database URL with any password masked, for messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - an unparsable URL is shown as given
+        return url
+
+
+def create_store_engine(url: str) -> Engine:
+    """An engine configured for the store's locking rules. Connects lazily."""
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(
+            url, connect_args={"timeout": 60, "check_same_thread": False}
+        )
+
+        @sa_event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            # Let SQLAlchemy, not pysqlite, emit BEGIN, so appends can say IMMEDIATE.
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        @sa_event.listens_for(engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+            conn.exec_driver_sql(f"BEGIN {mode}")
+
+        return engine
+    return sa.create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+
+
+class EventStore:
+    """Append-only, hash-chained event log. Thread-safe; share one per process."""
+
+    def __init__(self, engine: Engine, clock: Callable[[], float] = time.time) -> None:
+        self.engine = engine
+        self.clock = clock
+        self.url = safe_url(str(engine.url.render_as_string(hide_password=False)))
+        self.is_sqlite = engine.dialect.name == "sqlite"
+
+    @classmethod
+    def from_url(cls, url: str, clock: Callable[[], float] = time.time) -> EventStore:
+        """Build a store for ``url`` (no connection is opened yet)."""
+        return cls(create_store_engine(url), clock=clock)
+
+    # -- connections -----------------------------------------------------------------
+
+    def _connect(self) -> Connection:
+        try:
+            return self.engine.connect()
+        except OperationalError as exc:
+            raise StoreUnavailable(self.url, _first_line(exc)) from None
+
+    def ping(self) -> None:
+        """Raise :class:`StoreUnavailable` unless the database answers."""
+        with self._connect() as conn:
+            try:
+                conn.exec_driver_sql("SELECT 1").scalar()
+            except DBAPIError as exc:
+                raise StoreUnavailable(self.url, _first_line(exc)) from None
+
+    # -- writing ---------------------------------------------------------------------
+
+    def append(
+        self,
+        stream_id: str,
+        expected_version: int | None,
+        events: Sequence[Event],
+        metadata: Mapping[str, Any] | None = None,
+    ) -> list[RecordedEvent]:
+        """Append ``events`` to one stream in one transaction.
+
+        ``expected_version`` is the stream's version the writer based its decision on
+        (0 for a new stream); ``None`` skips the check. Returns the stored rows.
+        """
+        return self.append_many([StreamWrite(stream_id, expected_version, events)], metadata)
+
+    def append_many(
+        self, writes: Sequence[StreamWrite], metadata: Mapping[str, Any] | None = None
+    ) -> list[RecordedEvent]:
+        """Append to several streams atomically: all commit, or none (any conflict aborts)."""
+        meta = dict(metadata or {})
+        meta.setdefault("time", now_iso(self.clock))
+        meta_text = canonical_json(meta)
+        try:
+            with self._connect() as conn:
+                conn = conn.execution_options(sqlite_begin="IMMEDIATE")
+                with conn.begin():
+                    return self._append_locked(conn, writes, meta_text)
+        except IntegrityError as exc:
+            # Backstop for the explicit check below: UNIQUE(stream_id, stream_version).
+            write = writes[0]
+            raise ConcurrencyConflict(
+                write.stream_id, write.expected_version, self.stream_version(write.stream_id)
+            ) from exc
+        except OperationalError as exc:
+            raise StoreUnavailable(self.url, _first_line(exc)) from None
+
+    def _append_locked(
+        self, conn: Connection, writes: Sequence[StreamWrite], meta_text: str
+    ) -> list[RecordedEvent]:
+        if not self.is_sqlite:
+            # Serialize appends until commit: positions are then handed out in commit
+            # order, which is what lets read_all followers trust "position > checkpoint".
+            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%s)" % APPEND_LOCK_ID)
+        last = conn.exec_driver_sql(
+            "SELECT position, hash FROM events ORDER BY position DESC LIMIT 1"
+        ).first()
+        position, prev_hash = (last[0], last[1]) if last else (0, GENESIS_HASH)
+        rows: list[RecordedEvent] = []
+        for write in writes:
+            current = self._stream_version(conn, write.stream_id)
+            if write.expected_version is not None and current != write.expected_version:
+                raise ConcurrencyConflict(write.stream_id, write.expected_version, current)
+            version = current
+            for ev in write.events:
+                position += 1
+                version += 1
+                data = canonical_json(ev.to_data())
+                h = row_hash(
+                    prev_hash, position, write.stream_id, version, ev.type_name,
+                    ev.SCHEMA_VERSION, data, meta_text,
+                )
+                rows.append(
+                    RecordedEvent(
+                        position, write.stream_id, version, ev.type_name, ev.SCHEMA_VERSION,
+                        data, meta_text, h,
+                    )
+                )
+                prev_hash = h
+        if rows:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO events (position, stream_id, stream_version, type, "
+                    "schema_version, data, metadata, hash) VALUES (:position, :stream_id, "
+                    ":stream_version, :type, :schema_version, :data, :metadata, :hash)"
+                ),
+                [
+                    {
+                        "position": r.position, "stream_id": r.stream_id,
+                        "stream_version": r.stream_version, "type": r.type,
+                        "schema_version": r.schema_version, "data": r.data,
+                        "metadata": r.metadata, "hash": r.hash,
+                    }
+                    for r in rows
+                ],
+            )
+        return rows
+
+    @staticmethod
+    def _stream_version(conn: Connection, stream_id: str) -> int:
+        return conn.execute(
+            sa.text("SELECT COALESCE(MAX(stream_version), 0) FROM events WHERE stream_id = :s"),
+            {"s": stream_id},
+        ).scalar_one()
+
+    # -- reading ---------------------------------------------------------------------
+
+    _COLUMNS = "position, stream_id, stream_version, type, schema_version, data, metadata, hash"
+
+    def stream_version(self, stream_id: str) -> int:
+        """The stream's current version (0 when it has no events)."""
+        with self._connect() as conn:
+            return self._stream_version(conn, stream_id)
+
+    def read_stream(self, stream_id: str, after_version: int = 0) -> list[RecordedEvent]:
+        """All events of one stream after ``after_version``, in version order."""
+        with self._connect() as conn:
+            result = conn.execute(
+                sa.text(
+                    f"SELECT {self._COLUMNS} FROM events WHERE stream_id = :s "
+                    "AND stream_version > :v ORDER BY stream_version"
+                ),
+                {"s": stream_id, "v": after_version},
+            )
+            return [RecordedEvent(*row) for row in result]
+
+    def read_streams(self, stream_ids: Sequence[str]) -> dict[str, list[RecordedEvent]]:
+        """Several streams in one query, each in version order."""
+        out: dict[str, list[RecordedEvent]] = {s: [] for s in stream_ids}
+        if not stream_ids:
+            return out
+        with self._connect() as conn:
+            result = conn.execute(
+                sa.text(
+                    f"SELECT {self._COLUMNS} FROM events WHERE stream_id IN :ids "
+                    "ORDER BY position"
+                ).bindparams(sa.bindparam("ids", expanding=True)),
+                {"ids": list(stream_ids)},
+            )
+            for row in result:
+                out[row[1]].append(RecordedEvent(*row))
+        return out
+
+    def read_all(
+        self, after_position: int = 0, limit: int | None = None, batch_size: int = 5000
+    ) -> Iterator[RecordedEvent]:
+        """Events with position > ``after_position`` in position order, at most ``limit``.
+
+        Reads in keyset-paginated batches (no long-lived cursor or transaction), so a
+        follower can stream millions of events in bounded memory.
+        """
+        remaining = limit
+        sql = f"SELECT {self._COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?"
+        if not self.is_sqlite:
+            sql = sql.replace("?", "%s")
+        while remaining is None or remaining > 0:
+            n = batch_size if remaining is None else min(batch_size, remaining)
+            with self._connect() as conn:
+                try:
+                    rows = conn.exec_driver_sql(sql, (after_position, n)).fetchall()
+                except OperationalError as exc:
+                    raise StoreUnavailable(self.url, _first_line(exc)) from None
+            if not rows:
+                return
+            for row in rows:
+                yield RecordedEvent(*row)
+            after_position = rows[-1][0]
+            if remaining is not None:
+                remaining -= len(rows)
+            if len(rows) < n:
+                return
+
+    def head(self) -> int:
+        """The position of the last event (0 when the log is empty)."""
+        with self._connect() as conn:
+            return conn.exec_driver_sql("SELECT COALESCE(MAX(position), 0) FROM events").scalar()
+
+    def head_hash(self) -> str:
+        """The hash of the last row: record it elsewhere to anchor the chain."""
+        with self._connect() as conn:
+            value = conn.exec_driver_sql(
+                "SELECT hash FROM events ORDER BY position DESC LIMIT 1"
+            ).scalar()
+        return value or GENESIS_HASH
+
+    def count_by_type(self) -> dict[str, int]:
+        """How many events of each type the log holds."""
+        with self._connect() as conn:
+            rows = conn.exec_driver_sql(
+                "SELECT type, COUNT(*) FROM events GROUP BY type ORDER BY type"
+            ).fetchall()
+        return {r[0]: r[1] for r in rows}
+
+    def stream_count(self) -> int:
+        """How many distinct streams the log holds."""
+        with self._connect() as conn:
+            return conn.exec_driver_sql("SELECT COUNT(DISTINCT stream_id) FROM events").scalar()
+
+    # -- audit -----------------------------------------------------------------------
+
+    def verify(self, progress: Callable[[int], None] | None = None) -> VerifyResult:
+        """Walk the whole chain. Reports the first row that is edited, missing,
+        reordered, or undecodable (bad JSON, unknown type, unknown schema)."""
+        prev_hash = GENESIS_HASH
+        expected_position = 1
+        count = 0
+        for row in self.read_all(0):
+            if row.position != expected_position:
+                return VerifyResult(
+                    False, count, expected_position,
+                    f"row {expected_position} is missing (next row is {row.position})",
+                )
+            recomputed = row_hash(
+                prev_hash, row.position, row.stream_id, row.stream_version, row.type,
+                row.schema_version, row.data, row.metadata,
+            )
+            if recomputed != row.hash:
+                return VerifyResult(
+                    False, count, row.position,
+                    "hash does not match: the row was edited, or rows were deleted or "
+                    "reordered before it",
+                )
+            try:
+                decode(row.type, row.schema_version, json.loads(row.data))
+                json.loads(row.metadata)
+            except (ValueError, UnknownEventType, UnsupportedSchemaVersion) as exc:
+                return VerifyResult(False, count, row.position, str(exc))
+            prev_hash = row.hash
+            expected_position += 1
+            count += 1
+            if progress is not None and count % 10000 == 0:
+                progress(count)
+        if progress is not None:
+            progress(count)
+        return VerifyResult(True, count)
+
+
+def _first_line(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig).strip().splitlines()
+    return text[0] if text else type(orig).__name__
