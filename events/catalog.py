@@ -130,7 +130,7 @@ class AccessTokenIssued(Event):
     consumer_key: str
     user: str
     secret_sealed: str
-    session_handle_sealed: str
+    session_handle_hash: str  # SHA-256 of the handle: only ever compared, never shown
     expires_at: float
     authorization_expires_at: float
     request_token: str | None = None

@@ -1,0 +1,101 @@
+"""The Redis key layout: every key oauthledger writes is named here and only here.
+
+The projection lives in a *namespace* so that a rebuild can fill a fresh one and switch
+atomically (DESIGN.md, "The read model"). ``<prefix>:active`` names the live namespace;
+nonces, sessions and login throttles are not projections of the log and sit outside it.
+
+    <prefix>:active                      -> name of the live namespace, e.g. "ol:p1"
+    <prefix>:building                    -> namespace a rebuild is filling (while it runs)
+    <ns>:checkpoint                      -> last projected log position
+    <ns>:c:<consumer key>                -> "<stream version>|<consumer JSON>"
+    <ns>:t:<token>                       -> "<stream version>|<token JSON>"   (EXPIREAT)
+    <ns>:u:<user name>                   -> "<stream version>|<user JSON>"
+    <ns>:i:installation, <ns>:p:<name>, <ns>:r:<id>  -> installation, providers, resource servers
+    <ns>:expiry                          -> sorted set: active access token -> expires_at
+    <ns>:rexpiry                         -> sorted set: pending request token -> expires_at
+    <ns>:ut:<user name>                  -> set of the user's active access tokens
+    <prefix>:n:<consumer>\\x1f<token>\\x1f<timestamp>\\x1f<nonce> -> "1" (EX timestamp window)
+    <prefix>:s:<session id>              -> web session JSON (EX idle timeout)
+    <prefix>:lf:<account or address>     -> failed login count (EX throttle window)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_PREFIX = "ol"
+
+# One-letter kinds keep keys short: memory per active token is budgeted (issue 4).
+CONSUMER = "c"
+TOKEN = "t"
+USER = "u"
+INSTALLATION = "i"
+PROVIDER = "p"
+RESOURCE_SERVER = "r"
+
+
+@dataclass(frozen=True)
+class KeyLayout:
+    """Key names under one prefix (tests use a unique prefix per test)."""
+
+    prefix: str = DEFAULT_PREFIX
+
+    @property
+    def active(self) -> str:
+        """Key holding the live namespace's name."""
+        return f"{self.prefix}:active"
+
+    @property
+    def building(self) -> str:
+        """Key holding the namespace a rebuild is filling."""
+        return f"{self.prefix}:building"
+
+    @property
+    def default_namespace(self) -> str:
+        """The namespace used before any rebuild switched it."""
+        return f"{self.prefix}:p0"
+
+    def namespace(self, generation: int) -> str:
+        """The namespace of rebuild ``generation``."""
+        return f"{self.prefix}:p{generation}"
+
+    @staticmethod
+    def entity(ns: str, kind: str, ident: str) -> str:
+        """An entity key inside namespace ``ns``."""
+        return f"{ns}:{kind}:{ident}"
+
+    @staticmethod
+    def checkpoint(ns: str) -> str:
+        """Last projected position of namespace ``ns``."""
+        return f"{ns}:checkpoint"
+
+    @staticmethod
+    def expiry(ns: str) -> str:
+        """Sorted set of active access tokens by expiry time."""
+        return f"{ns}:expiry"
+
+    @staticmethod
+    def request_expiry(ns: str) -> str:
+        """Sorted set of pending request tokens by expiry time."""
+        return f"{ns}:rexpiry"
+
+    @staticmethod
+    def user_tokens(ns: str, user: str) -> str:
+        """Set of a user's active access tokens."""
+        return f"{ns}:ut:{user}"
+
+    def nonce(self, consumer_key: str, token: str, timestamp: str, nonce: str) -> str:
+        """RFC 5849 §3.3: a nonce is unique per consumer, token and timestamp."""
+        return f"{self.prefix}:n:{consumer_key}\x1f{token}\x1f{timestamp}\x1f{nonce}"
+
+    def session(self, session_id: str) -> str:
+        """A web session."""
+        return f"{self.prefix}:s:{session_id}"
+
+    def login_failures(self, subject: str) -> str:
+        """Failed login counter for an account or a client address."""
+        return f"{self.prefix}:lf:{subject}"
+
+    def pattern(self) -> str:
+        """SCAN pattern matching every key under the prefix."""
+        return f"{self.prefix}:*"
