@@ -1,0 +1,95 @@
+"""Shared fixtures. Tests that need PostgreSQL or Redis talk to the real servers named by
+OAUTHLEDGER_TEST_POSTGRES_URL and OAUTHLEDGER_TEST_REDIS_URL (defaults: this machine's).
+They fail, never skip, when a server is unreachable: a skipped test proves nothing."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+import sqlalchemy as sa
+
+from events.keys import KeyLayout
+from events.migrate import upgrade
+from events.readmodel import ReadModel
+from events.store import EventStore
+
+PG_URL = os.environ.get(
+    "OAUTHLEDGER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+REDIS_URL = os.environ.get("OAUTHLEDGER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def pg_schema_url(schema: str) -> str:
+    """PG_URL with its search_path pointed at ``schema``."""
+    sep = "&" if "?" in PG_URL else "?"
+    return f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A URL to a fresh, empty PostgreSQL schema, dropped after the test."""
+    schema = "t_" + uuid.uuid4().hex[:12]
+    admin = sa.create_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    try:
+        yield pg_schema_url(schema)
+    finally:
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+        admin.dispose()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path) -> str:
+    """A URL to a new SQLite file."""
+    return f"sqlite:///{tmp_path / 'events.sqlite3'}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request) -> str:
+    """Parametrizes a test over both store backends."""
+    return request.param
+
+
+@pytest.fixture
+def store_url(backend: str, request) -> str:
+    """An empty database URL of the parametrized backend."""
+    return request.getfixturevalue("sqlite_url" if backend == "sqlite" else "pg_url")
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[EventStore]:
+    """A migrated, empty store on the parametrized backend."""
+    s = EventStore.from_url(store_url)
+    upgrade(s.engine)
+    yield s
+    s.engine.dispose()
+
+
+@pytest.fixture
+def redis_client() -> Iterator[redis.Redis]:
+    """A client of the real Redis server."""
+    client = redis.Redis.from_url(REDIS_URL)
+    client.ping()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def key_layout(redis_client: redis.Redis) -> Iterator[KeyLayout]:
+    """A key prefix unique to the test; its keys are deleted afterwards."""
+    layout = KeyLayout("oltest-" + uuid.uuid4().hex[:10])
+    yield layout
+    for key in redis_client.scan_iter(layout.pattern(), count=1000):
+        redis_client.delete(key)
+
+
+@pytest.fixture
+def read_model(redis_client: redis.Redis, key_layout: KeyLayout) -> ReadModel:
+    """A read model on the real Redis under a test-unique prefix."""
+    return ReadModel(redis_client, key_layout)
