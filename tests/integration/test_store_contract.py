@@ -133,7 +133,7 @@ def test_new_stream_expected_zero_conflicts_when_it_exists(store: EventStore) ->
     bob = UserRegistered(name="bob", display_name="Bob", password_hash=None)
     store.append("user-bob", 0, [bob])
     with pytest.raises(ConcurrencyConflict):
-        store.append("user-bob", 0, [UserRegistered(name="bob", display_name="Bob 2", password_hash=None)])
+        store.append("user-bob", 0, [UserRegistered("bob", "Bob 2", None)])
     assert store.read_stream("user-bob")[0].event.display_name == "Bob"
 
 
