@@ -1,0 +1,150 @@
+"""events/sealing.py: AES-256-GCM seals with key ids, the key ring and its key file."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import pytest
+
+from events.errors import SealingError
+from events.sealing import KeyRing, Sealer, _b64d, _b64e, load_key_ring, save_key_ring
+
+
+@pytest.fixture
+def sealer() -> Sealer:
+    return Sealer(KeyRing.generate())
+
+
+@pytest.mark.parametrize("secret", ["s3cr3t", "", "ünïcødé ✓", "x" * 10_000])
+def test_round_trip(sealer: Sealer, secret: str) -> None:
+    sealed = sealer.seal(secret)
+    assert sealed.startswith(f"s1.{sealer.ring.active}.")
+    assert sealer.open(sealed) == secret
+    if secret:
+        assert secret not in sealed
+
+
+def test_same_secret_seals_differently_each_time(sealer: Sealer) -> None:
+    a, b = sealer.seal("same"), sealer.seal("same")
+    assert a != b  # fresh 96-bit nonce per seal
+    assert sealer.open(a) == sealer.open(b) == "same"
+
+
+def test_every_bit_of_the_body_is_authenticated(sealer: Sealer) -> None:
+    sealed = sealer.seal("secret")
+    prefix, kid, body = sealed.split(".")
+    raw = _b64d(body)
+    for i in range(len(raw)):
+        flipped = bytearray(raw)
+        flipped[i] ^= 0x01
+        with pytest.raises(SealingError, match="tampered"):
+            sealer.open(f"{prefix}.{kid}.{_b64e(bytes(flipped))}")
+
+
+def test_truncated_body_is_refused(sealer: Sealer) -> None:
+    prefix, kid, body = sealer.seal("secret").split(".")
+    for cut in (_b64e(_b64d(body)[:-1]), _b64e(_b64d(body)[:12]), ""):
+        with pytest.raises(SealingError):
+            sealer.open(f"{prefix}.{kid}.{cut}")
+
+
+def test_unknown_key_id_is_named(sealer: Sealer) -> None:
+    other = Sealer(KeyRing.generate())
+    sealed = other.seal("secret")
+    with pytest.raises(SealingError, match=other.ring.active):
+        sealer.open(sealed)
+
+
+def test_moving_a_seal_to_another_key_id_fails(sealer: Sealer) -> None:
+    ring = sealer.ring
+    old = ring.active
+    ring.rotate()
+    both = Sealer(ring)
+    _, _, body = both.seal("secret").split(".")
+    with pytest.raises(SealingError, match="tampered"):
+        both.open(f"s1.{old}.{body}")
+
+
+@pytest.mark.parametrize("bad", ["plaintext", "s1.only-two", "s2.kabc.AAAA", None, 42])
+def test_values_that_are_not_seals(sealer: Sealer, bad) -> None:
+    with pytest.raises(SealingError):
+        sealer.open(bad)
+
+
+def test_rotation_keeps_old_keys_to_open(sealer: Sealer) -> None:
+    ring = sealer.ring
+    old_kid = ring.active
+    old = sealer.seal("before")
+    new_kid = ring.rotate()
+    assert new_kid != old_kid and ring.active == new_kid and set(ring.keys) == {old_kid, new_kid}
+    rotated = Sealer(ring)
+    new = rotated.seal("after")
+    assert Sealer.key_id(old) == old_kid and Sealer.key_id(new) == new_kid
+    assert rotated.open(old) == "before" and rotated.open(new) == "after"
+
+
+def test_key_file_created_with_mode_0600(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "keys.json"
+    ring = load_key_ring(path, create=True)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert len(ring.keys[ring.active]) == 32
+    assert not path.with_name("keys.json.tmp").exists()
+    # Loading again returns the same ring; nothing regenerated.
+    again = load_key_ring(path, create=True)
+    assert again.active == ring.active and again.keys == ring.keys
+
+
+def test_saved_ring_keeps_mode_0600_and_round_trips(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    ring = load_key_ring(path)
+    path.chmod(0o644)
+    ring.rotate()
+    save_key_ring(path, ring)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    loaded = load_key_ring(path, create=False)
+    assert loaded.active == ring.active and loaded.keys == ring.keys
+
+
+def test_missing_key_file_without_create(tmp_path: Path) -> None:
+    with pytest.raises(SealingError, match="does not exist"):
+        load_key_ring(tmp_path / "absent.json", create=False)
+
+
+def test_unreadable_key_file(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    path.mkdir()  # a directory where the file should be: reading fails cleanly
+    with pytest.raises(SealingError, match="cannot read key file"):
+        load_key_ring(path)
+
+
+KEY = _b64e(b"k" * 32)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "not json",
+        "[]",
+        "{}",
+        json.dumps({"active": "k1"}),
+        json.dumps({"keys": {"k1": KEY}}),
+        json.dumps({"active": "k2", "keys": {"k1": KEY}}),
+        json.dumps({"active": "k1", "keys": {"k1": _b64e(b"short")}}),
+        json.dumps({"active": "k1", "keys": {"k1": "!!not base64!!"}}),
+        json.dumps({"active": "k1", "keys": ["k1"]}),
+    ],
+)
+def test_malformed_key_file(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "keys.json"
+    path.write_text(text)
+    with pytest.raises(SealingError, match="key file"):
+        load_key_ring(path)
+
+
+def test_well_formed_key_file_is_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    path.write_text(json.dumps({"active": "k1", "keys": {"k1": KEY}}))
+    ring = load_key_ring(path)
+    assert ring.active == "k1" and ring.keys["k1"] == b"k" * 32
