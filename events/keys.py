@@ -6,6 +6,8 @@ nonces, sessions and login throttles are not projections of the log and sit outs
 
     <prefix>:active                      -> name of the live namespace, e.g. "ol:p1"
     <prefix>:building                    -> namespace a rebuild is filling (while it runs)
+    <prefix>:gen                         -> counter of rebuild generations (INCR)
+    <prefix>:rebuild-lock                -> held by the one running rebuild (SET NX PX)
     <ns>:checkpoint                      -> last projected log position
     <ns>:c:<consumer key>                -> "<stream version>|<consumer JSON>"
     <ns>:t:<token>                       -> "<stream version>|<token JSON>"   (EXPIREAT)
@@ -17,6 +19,7 @@ nonces, sessions and login throttles are not projections of the log and sit outs
     <prefix>:n:<consumer>\\x1f<token>\\x1f<timestamp>\\x1f<nonce> -> "1" (EX timestamp window)
     <prefix>:s:<session id>              -> web session JSON (EX idle timeout)
     <prefix>:lf:<account or address>     -> failed login count (EX throttle window)
+    <prefix>:ll:<account or address>     -> present while logins must wait (EX delay)
 """
 
 from __future__ import annotations
@@ -49,6 +52,16 @@ class KeyLayout:
     def building(self) -> str:
         """Key holding the namespace a rebuild is filling."""
         return f"{self.prefix}:building"
+
+    @property
+    def generation(self) -> str:
+        """Counter from which each rebuild takes a fresh namespace number."""
+        return f"{self.prefix}:gen"
+
+    @property
+    def rebuild_lock(self) -> str:
+        """Lock held by the one rebuild that may run at a time."""
+        return f"{self.prefix}:rebuild-lock"
 
     @property
     def default_namespace(self) -> str:
@@ -95,6 +108,16 @@ class KeyLayout:
     def login_failures(self, subject: str) -> str:
         """Failed login counter for an account or a client address."""
         return f"{self.prefix}:lf:{subject}"
+
+    def login_lock(self, subject: str) -> str:
+        """Present while logins for an account or address must wait (EX = the delay)."""
+        return f"{self.prefix}:ll:{subject}"
+
+    @staticmethod
+    def namespace_pattern(ns: str) -> str:
+        """SCAN pattern matching every key of namespace ``ns`` (``ol:p1:*`` does not
+        match ``ol:p10:...``: the colon ends the namespace)."""
+        return f"{ns}:*"
 
     def pattern(self) -> str:
         """SCAN pattern matching every key under the prefix."""

@@ -46,6 +46,7 @@ class Settings:
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     sso_user_header: str | None = None
     realm: str = "oauthledger"
+    redis_prefix: str = "ol"
     allow_plaintext_over_http: bool = False
     login_max_failures: int = 5
     sweep_interval: float = 60.0
@@ -109,6 +110,12 @@ def _networks(
         except ValueError:
             raise SettingsError(variable, f"{part!r} is not an IP address or network") from None
     return tuple(nets)
+
+
+def _prefix(raw: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,40}", raw):
+        raise SettingsError(PREFIX + "REDIS_PREFIX", f"{raw!r} must be 1-40 of A-Z a-z 0-9 _ . -")
+    return raw
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
@@ -175,6 +182,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         trusted_proxies=_networks(PREFIX + "TRUSTED_PROXIES", get("TRUSTED_PROXIES") or ""),
         sso_user_header=get("SSO_USER_HEADER"),
         realm=get("REALM") or "oauthledger",
+        redis_prefix=_prefix(get("REDIS_PREFIX") or "ol"),
         allow_plaintext_over_http=_bool(
             PREFIX + "ALLOW_PLAINTEXT_OVER_HTTP", get("ALLOW_PLAINTEXT_OVER_HTTP") or "false"
         ),

@@ -1,0 +1,26 @@
+"""gunicorn configuration for oauthledger (used by `oauthledger serve` and by deploy/).
+
+Names the app only as a string; settings come from events.settings like everywhere else.
+"""
+
+import multiprocessing
+
+from events.settings import load_settings
+
+_settings = load_settings()
+
+wsgi_app = "services.app:get_app()"
+bind = ["127.0.0.1:8080"]
+# The embedded default keeps its projection in process memory: one process only.
+workers = 1 if _settings.embedded_broker else multiprocessing.cpu_count() * 2 + 1
+worker_class = "sync"
+# Each worker opens its own connections after the fork (nothing connects at import).
+preload_app = False
+timeout = 30
+graceful_timeout = 20
+keepalive = 5
+accesslog = "-"
+errorlog = "-"
+loglevel = "info"
+# Forwarded headers are trusted per OAUTHLEDGER_TRUSTED_PROXIES by the app itself.
+forwarded_allow_ips = ""

@@ -1,0 +1,80 @@
+"""Who is asking: admin checks for the JSON API (session or HTTP Basic) and the pages."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from urllib.parse import urlencode
+
+import falcon
+
+from events.state import UserState, user_stream
+from services.deps import Deps
+from services.users import check_password
+from services.web import current_session
+
+
+class ApiRefused(Exception):
+    """401 or 403 for the JSON API, rendered as problem+json."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+def api_user(req: falcon.Request, deps: Deps) -> UserState:
+    """The signed-in user of a JSON API call: HTTP Basic (name and password) or the
+    browser session. Browser calls that change state must send JSON (Content-Type
+    application/json), which a cross-site form cannot, so no CSRF token is needed."""
+    header = req.get_header("Authorization") or ""
+    scheme, _, value = header.partition(" ")
+    name: str | None = None
+    if scheme.lower() == "basic":
+        try:
+            user, sep, password = base64.b64decode(value.strip(), validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            raise ApiRefused(401, "malformed Basic credentials") from None
+        state, _ = deps.ledger.load(user_stream(user)) if user else (None, 0)
+        if not sep or not check_password(state, password):
+            raise ApiRefused(401, "wrong username or password")
+        name = user
+    else:
+        sess = current_session(req, deps)
+        if sess is not None and sess.user:
+            name = sess.user
+    if name is None:
+        raise ApiRefused(401, "sign in, or send HTTP Basic credentials of an admin")
+    state, _ = deps.ledger.load(user_stream(name))
+    if state is None or state.disabled:
+        raise ApiRefused(401, "this account is disabled")
+    return state
+
+
+def api_admin(req: falcon.Request, deps: Deps) -> UserState:
+    """An admin user, or ApiRefused (401 anonymous, 403 non-admin)."""
+    user = api_user(req, deps)
+    if not user.admin:
+        raise ApiRefused(403, "only administrators may use this API")
+    return user
+
+
+def page_user(req: falcon.Request, deps: Deps) -> UserState:
+    """The signed-in user of a page, or a redirect to the login page."""
+    sess = current_session(req, deps)
+    if sess is None or sess.user is None:
+        raise falcon.HTTPSeeOther("/login?" + urlencode({"next": req.relative_uri}))
+    state, _ = deps.ledger.load(user_stream(sess.user))
+    if state is None or state.disabled:
+        deps.sessions.logout(sess)
+        raise falcon.HTTPSeeOther("/login")
+    return state
+
+
+def page_admin(req: falcon.Request, deps: Deps) -> UserState:
+    """An admin on a page: anonymous users go to login, others get 403."""
+    user = page_user(req, deps)
+    if not user.admin:
+        raise falcon.HTTPForbidden(title="Administrators only",
+                                   description="This page is for administrators.")
+    return user

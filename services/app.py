@@ -1,0 +1,92 @@
+"""The Falcon WSGI application: ``create_app(deps)`` wires routes to injected
+dependencies; ``get_app()`` is the composition root gunicorn calls
+("services.app:get_app()")."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+import falcon
+
+from events.settings import load_settings
+from services import (
+    resources_admin_api,
+    resources_login,
+    resources_oauth,
+    resources_rest,
+)
+from services.deps import Deps, build_deps
+from services.protect import OAuthProtection
+from services.web import RequestContext, install_error_handlers, make_templates
+
+log = logging.getLogger(__name__)
+STATIC = Path(__file__).with_name("static")
+
+
+def create_app(deps: Deps) -> falcon.App:
+    """The WSGI app over ``deps``; opens no connection itself."""
+    deps.extras.setdefault("templates", make_templates())
+    app = falcon.App(middleware=[RequestContext(deps), OAuthProtection(deps)])
+    app.req_options.strip_url_path_trailing_slash = True
+    install_error_handlers(app, deps)
+    resources_login.add_routes(app, deps)
+    resources_oauth.add_routes(app, deps)
+    resources_rest.add_routes(app, deps)
+    resources_admin_api.add_routes(app, deps)
+    app.add_static_route("/static", str(STATIC))
+    for module in _optional_route_modules():
+        module.add_routes(app, deps)
+    return app
+
+
+def _optional_route_modules() -> list:
+    """Route modules added by later features (admin pages), if present."""
+    import importlib
+
+    out = []
+    for name in ("services.resources_admin_pages", "services.resources_admin_api_more"):
+        try:
+            out.append(importlib.import_module(name))
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+    return out
+
+
+class _Waker:
+    """Indirection so the embedded runner can be attached after the deps exist."""
+
+    def __init__(self) -> None:
+        self.target = lambda: None
+
+    def __call__(self) -> None:
+        self.target()
+
+
+_lock = threading.Lock()
+_app: falcon.App | None = None
+
+
+def get_app() -> falcon.App:
+    """Composition root: settings from the environment, real connections, and on the
+    embedded default the in-process projector and sweeps (DESIGN.md "Two ways to run")."""
+    global _app
+    with _lock:
+        if _app is not None:
+            return _app
+        settings = load_settings()
+        if settings.embedded_broker:
+            from services.embedded import EmbeddedWorkers
+
+            waker = _Waker()
+            deps = build_deps(settings, wake=waker)
+            runner = EmbeddedWorkers(deps.store, deps.read_model, settings)
+            waker.target = runner.wake
+            runner.start()
+            deps.extras["embedded_workers"] = runner
+        else:
+            deps = build_deps(settings)
+        _app = create_app(deps)
+        return _app

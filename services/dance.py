@@ -1,0 +1,257 @@
+"""The three-legged dance as application services: issue a request token, approve or
+deny it, exchange it for an access token, renew, revoke.
+
+Protocol decisions follow RFC 5849 and Atlassian's service provider (REFERENCE.md).
+State is loaded from the store (DESIGN.md rule 3); every change is an event.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from events import catalog as ev
+from events.sealing import Sealer
+from events.settings import Settings
+from events.state import ConsumerState, TokenState, token_stream
+from services.errors import NotFound
+from services.ledger import Change, Ledger
+from services.oauth.problems import OAuthProblem
+
+
+def new_token() -> str:
+    """A token identifier: 32 URL-safe characters (192 bits), as long as Atlassian's."""
+    return secrets.token_urlsafe(24)
+
+
+def new_secret() -> str:
+    """A token secret (192 bits)."""
+    return secrets.token_urlsafe(24)
+
+
+def new_verifier() -> str:
+    """REFERENCE.md: Atlassian's verifier is 6 letters and digits; a longer one costs
+    nothing and cannot be guessed within a request token's lifetime."""
+    return secrets.token_urlsafe(16)
+
+
+def handle_hash(handle: str) -> str:
+    """Session handles are stored as SHA-256 only: compared on renewal, never shown."""
+    return hashlib.sha256(handle.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class IssuedRequestToken:
+    """What the request-token endpoint returns."""
+
+    token: str
+    secret: str
+    callback_confirmed: bool
+
+
+@dataclass(frozen=True)
+class IssuedAccessToken:
+    """What the access-token endpoint returns."""
+
+    token: str
+    secret: str
+    expires_in: int
+    authorization_expires_in: int
+    session_handle: str
+
+
+def check_callback(consumer: ConsumerState, callback: str | None) -> str | None:
+    """Validate ``oauth_callback`` (REFERENCE.md: absolute http(s) URL or ``oob``; no
+    callback only for consumers flagged for OAuth 1.0, which is open to session fixation)."""
+    if callback is None:
+        if not consumer.allow_oauth10:
+            raise OAuthProblem(
+                "parameter_absent",
+                "OAuth 1.0a requires oauth_callback (a URL, or 'oob' to show the verifier); "
+                "OAuth 1.0 without a callback is not enabled for this consumer",
+                oauth_parameters_absent="oauth_callback",
+            )
+        return None
+    if callback == "oob":
+        return callback
+    parts = urlsplit(callback)
+    if parts.scheme not in ("http", "https") or not parts.hostname or len(callback) > 2000:
+        raise OAuthProblem(
+            "parameter_rejected",
+            "oauth_callback must be an absolute http(s) URL or 'oob'",
+            oauth_parameters_rejected="oauth_callback",
+        )
+    if consumer.callback_url:
+        registered = urlsplit(consumer.callback_url)
+        if (parts.scheme, parts.hostname, parts.port) != (
+            registered.scheme, registered.hostname, registered.port
+        ):
+            raise OAuthProblem(
+                "parameter_rejected",
+                f"oauth_callback must share the origin of the consumer's registered "
+                f"callback {registered.scheme}://{registered.netloc}",
+                oauth_parameters_rejected="oauth_callback",
+            )
+    return callback
+
+
+def issue_request_token(
+    ledger: Ledger, sealer: Sealer, settings: Settings, consumer: ConsumerState,
+    callback: str | None, meta: Mapping[str, Any],
+) -> IssuedRequestToken:
+    """RFC 5849 §2.1: temporary credentials for a consumer."""
+    if not consumer.three_legged:
+        raise OAuthProblem(
+            "permission_denied", "three-legged access is not enabled for this consumer"
+        )
+    callback = check_callback(consumer, callback)
+    token, secret = new_token(), new_secret()
+    event = ev.RequestTokenIssued(
+        token=token, consumer_key=consumer.key, secret_sealed=sealer.seal(secret),
+        callback=callback, expires_at=ledger.clock() + settings.request_token_ttl,
+    )
+    ledger.commit([Change(token_stream(token), 0, None, [event])], meta)
+    return IssuedRequestToken(token, secret, callback is not None)
+
+
+def authorizable(token: TokenState | None, now: float) -> TokenState:
+    """A request token the authorize page may act on, else the REFERENCE.md problem."""
+    if token is None or token.kind != "request":
+        raise OAuthProblem("token_rejected", "this request token is unknown")
+    if token.status in ("approved", "denied", "exchanged"):
+        raise OAuthProblem("token_used", "this request token was already approved or denied")
+    if token.status == "expired" or now >= token.expires_at:
+        raise OAuthProblem("token_expired", "this request token has expired; start again")
+    return token
+
+
+def decide(
+    ledger: Ledger, sealer: Sealer, token: TokenState, user: str, approve: bool,
+    meta: Mapping[str, Any],
+) -> str | None:
+    """Record the user's decision. Returns the verifier (None on deny or for OAuth 1.0,
+    which has no verifier)."""
+    token = authorizable(token, ledger.clock())
+    if not approve:
+        event: ev.Event = ev.TokenDenied(token=token.token, user=user)
+        verifier = None
+    else:
+        verifier = new_verifier() if token.callback is not None else None
+        event = ev.TokenApproved(
+            token=token.token, user=user,
+            verifier_sealed=sealer.seal(verifier) if verifier else None,
+        )
+    ledger.commit([Change(token_stream(token.token), token.version, token, [event])], meta)
+    return verifier
+
+
+def _grant(
+    ledger: Ledger, sealer: Sealer, settings: Settings, consumer_key: str, user: str,
+    authorization_expires_at: float | None,
+) -> tuple[IssuedAccessToken, ev.AccessTokenIssued]:
+    now = ledger.clock()
+    token, secret, handle = new_token(), new_secret(), secrets.token_urlsafe(24)
+    auth_exp = authorization_expires_at or now + settings.renewal_ttl
+    expires_at = min(now + settings.access_token_ttl, auth_exp)
+    event = ev.AccessTokenIssued(
+        token=token, consumer_key=consumer_key, user=user, secret_sealed=sealer.seal(secret),
+        session_handle_hash=handle_hash(handle), expires_at=expires_at,
+        authorization_expires_at=auth_exp,
+    )
+    issued = IssuedAccessToken(
+        token, secret, max(0, int(expires_at - now)), max(0, int(auth_exp - now)), handle
+    )
+    return issued, event
+
+
+def exchange(
+    ledger: Ledger, sealer: Sealer, settings: Settings, request: TokenState,
+    verifier: str | None, meta: Mapping[str, Any],
+) -> IssuedAccessToken:
+    """RFC 5849 §2.3: trade an approved request token for an access token (single use)."""
+    now = ledger.clock()
+    if request.status == "pending":
+        if now >= request.expires_at:
+            raise OAuthProblem("token_expired", "the request token expired before approval")
+        raise OAuthProblem("permission_unknown", "the user has not approved this token yet")
+    if request.status == "denied":
+        raise OAuthProblem("permission_denied", "the user denied access")
+    if request.status == "exchanged":
+        raise OAuthProblem("token_used", "this request token was already exchanged")
+    if request.status == "expired" or now >= request.expires_at:
+        raise OAuthProblem("token_expired", "the request token has expired; start again")
+    if request.verifier_sealed is not None:
+        expected = sealer.open(request.verifier_sealed)
+        if verifier is None:
+            raise OAuthProblem("parameter_absent", "OAuth 1.0a requires oauth_verifier",
+                               oauth_parameters_absent="oauth_verifier")
+        if not hmac.compare_digest(expected.encode(), verifier.encode()):
+            raise OAuthProblem("token_rejected", "oauth_verifier does not match this token")
+    assert request.user is not None
+    issued, event = _grant(ledger, sealer, settings, request.consumer_key, request.user, None)
+    event = dataclasses.replace(event, request_token=request.token)
+    ledger.commit(
+        [
+            Change(token_stream(request.token), request.version, request,
+                   [ev.RequestTokenExchanged(token=request.token, access_token=issued.token)]),
+            Change(token_stream(issued.token), 0, None, [event]),
+        ],
+        meta,
+    )
+    return issued
+
+
+def renew(
+    ledger: Ledger, sealer: Sealer, settings: Settings, old: TokenState, session_handle: str,
+    meta: Mapping[str, Any],
+) -> IssuedAccessToken:
+    """Renew an access token with its session handle (Atlassian/OAuth Session extension):
+    a new token is issued and the old one retired, within the authorization lifetime."""
+    now = ledger.clock()
+    if old.status in ("revoked", "renewed"):
+        raise OAuthProblem("token_revoked" if old.status == "revoked" else "token_used",
+                           "this access token can no longer be renewed")
+    if not old.session_handle_hash or not hmac.compare_digest(
+        old.session_handle_hash, handle_hash(session_handle)
+    ):
+        raise OAuthProblem("token_rejected", "oauth_session_handle does not match this token",
+                           oauth_parameters_rejected="oauth_session_handle")
+    if old.authorization_expires_at is not None and now >= old.authorization_expires_at:
+        raise OAuthProblem("token_expired", "the authorization has expired; the user must "
+                           "approve access again")
+    assert old.user is not None
+    issued, event = _grant(ledger, sealer, settings, old.consumer_key, old.user,
+                           old.authorization_expires_at)
+    event = dataclasses.replace(event, renewed_from=old.token)
+    ledger.commit(
+        [
+            Change(token_stream(old.token), old.version, old,
+                   [ev.AccessTokenRenewed(token=old.token, new_token=issued.token)]),
+            Change(token_stream(issued.token), 0, None, [event]),
+        ],
+        meta,
+    )
+    return issued
+
+
+def revoke(ledger: Ledger, token: str, by: str, meta: Mapping[str, Any],
+           reason: str = "revoked") -> TokenState:
+    """Revoke an access token; effective on the very next request (DESIGN.md rule 2).
+    Revoking a token that is no longer active changes nothing."""
+    state, version = ledger.load(token_stream(token))
+    if state is None or state.kind != "access":
+        raise NotFound(f"no access token {token!r}")
+    if state.status != "active":
+        return state
+    states = ledger.commit(
+        [Change(token_stream(token), version, state,
+                [ev.AccessTokenRevoked(token=token, by=by, reason=reason)])],
+        meta,
+    )
+    return states[token_stream(token)]

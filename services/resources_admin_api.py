@@ -1,0 +1,143 @@
+"""The admin JSON API under /rest/oauthledger/1/: consumers and resource servers.
+Errors are application/problem+json (RFC 9457)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import falcon
+
+from services import consumers as svc
+from services.access import ApiRefused, api_admin
+from services.deps import Deps
+from services.errors import ValidationError
+from services.web import meta, problem_json, read_body
+
+API = "/rest/oauthledger/1"
+
+_FIELDS = {
+    # JSON name -> (ConsumerInput field, type)
+    "name": ("name", str), "description": ("description", str),
+    "callbackUrl": ("callback_url", str), "publicKey": ("public_key", str),
+    "sharedSecret": ("secret", str), "generateSecret": ("generate_secret", bool),
+    "signatureMethods": ("signature_methods", list), "threeLegged": ("three_legged", bool),
+    "twoLeggedUser": ("two_legged_user", str), "allowImpersonation": ("allow_impersonation", bool),
+    "allowOAuth10": ("allow_oauth10", bool),
+    "allowPlaintextOverHttp": ("allow_plaintext_over_http", bool),
+}
+
+
+def json_body(req: falcon.Request) -> dict[str, Any]:
+    """A JSON object body; anything else is a 400/415 problem."""
+    if not (req.content_type or "").split(";")[0].strip().lower().endswith("json"):
+        raise falcon.HTTPUnsupportedMediaType(description="send Content-Type: application/json")
+    try:
+        data = json.loads(read_body(req) or b"null")
+    except (ValueError, UnicodeDecodeError):
+        raise falcon.HTTPBadRequest(title="Malformed JSON",
+                                    description="the body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise falcon.HTTPBadRequest(title="Malformed JSON", description="send a JSON object")
+    return data
+
+
+def consumer_input(data: dict[str, Any]) -> svc.ConsumerInput:
+    """Map API JSON to ConsumerInput, refusing unknown fields and wrong types by name."""
+    errors: dict[str, str] = {}
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        if name == "key":
+            continue
+        spec = _FIELDS.get(name)
+        if spec is None:
+            errors[name] = "unknown field"
+            continue
+        field, typ = spec
+        if value is None and typ is not bool:
+            kwargs[field] = ""
+            continue
+        if not isinstance(value, typ) or (typ is list and not all(isinstance(x, str) for x in value)):
+            errors[name] = {str: "must be a string", bool: "must be true or false",
+                            list: "must be a list of strings"}[typ]
+            continue
+        kwargs[field] = value
+    if errors:
+        raise ValidationError(errors)
+    return svc.ConsumerInput(**kwargs)
+
+
+class ApiBase:
+    """Shared: the deps and the admin check."""
+
+    def __init__(self, deps: Deps) -> None:
+        self.deps = deps
+
+
+class ConsumersResource(ApiBase):
+    """GET lists consumers; POST registers one (the generated secret is returned once)."""
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        api_admin(req, self.deps)
+        states = svc.list_consumers(self.deps.ledger)
+        counts = svc.outstanding_tokens(self.deps.ledger, [s.key for s in states])
+        resp.media = {"consumers": [svc.consumer_public_view(s, counts[s.key]) for s in states]}
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        admin = api_admin(req, self.deps)
+        data = json_body(req)
+        key = data.get("key")
+        if not isinstance(key, str):
+            raise ValidationError({"key": "is required"})
+        state, secret = svc.register_consumer(self.deps.ledger, self.deps.sealer, key,
+                                              consumer_input(data), meta(req, admin.name))
+        body = svc.consumer_public_view(state, 0)
+        if secret is not None:
+            body["sharedSecret"] = secret  # shown once, here, and never again
+        resp.status = falcon.HTTP_201
+        resp.set_header("Location", f"{API}/consumers/{key}")
+        resp.media = body
+
+
+class ConsumerResource(ApiBase):
+    """GET, PATCH (fields; the key cannot change) and DELETE (revokes all its tokens)."""
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, key: str) -> None:
+        api_admin(req, self.deps)
+        state = svc.load_consumer(self.deps.ledger, key)
+        resp.media = svc.consumer_public_view(
+            state, svc.outstanding_tokens(self.deps.ledger, [key])[key])
+
+    def on_patch(self, req: falcon.Request, resp: falcon.Response, key: str) -> None:
+        admin = api_admin(req, self.deps)
+        data = json_body(req)
+        if "key" in data and data["key"] != key:
+            raise ValidationError({"key": "a consumer's key cannot change"})
+        state, secret = svc.update_consumer(self.deps.ledger, self.deps.sealer, key,
+                                            consumer_input(data), meta(req, admin.name))
+        body = svc.consumer_public_view(state)
+        if secret is not None:
+            body["sharedSecret"] = secret
+        resp.media = body
+
+    on_put = on_patch
+
+    def on_delete(self, req: falcon.Request, resp: falcon.Response, key: str) -> None:
+        admin = api_admin(req, self.deps)
+        revoked = svc.remove_consumer(self.deps.ledger, key, meta(req, admin.name))
+        resp.media = {"removed": key, "tokensRevoked": revoked}
+
+
+def add_routes(app: falcon.App, deps: Deps) -> None:
+    """Mount the admin API and its 401/403 rendering."""
+    app.add_route(f"{API}/consumers", ConsumersResource(deps))
+    app.add_route(f"{API}/consumers/{{key:path}}", ConsumerResource(deps))
+
+    def on_refused(req: falcon.Request, resp: falcon.Response, ex: ApiRefused,
+                   params: dict) -> None:
+        if ex.status == 401:
+            resp.set_header("WWW-Authenticate", 'Basic realm="oauthledger"')
+        problem_json(resp, ex.status, "Unauthorized" if ex.status == 401 else "Forbidden",
+                     ex.detail)
+
+    app.add_error_handler(ApiRefused, on_refused)
