@@ -53,7 +53,7 @@ def _sealed_key_ids(value: Any, key: str = "") -> Iterator[str]:
 
 @click.group("keys")
 def keys() -> None:
-    """Sealing keys: list and rotate (key material is never printed)."""
+    """Sealing keys: list and rotate."""
 
 
 @keys.command("rotate")
