@@ -35,18 +35,6 @@ def _load_consumer(deps: Deps, sreq: SignedRequest) -> ConsumerState | None:
     return state
 
 
-def _consume_nonce(deps: Deps, sreq: SignedRequest) -> None:
-    # RFC 5849 §3.3, recorded only after the signature verified (DESIGN.md "Nonces").
-    if sreq.nonce is None:  # PLAINTEXT may omit timestamp and nonce (RFC 5849 §3.1)
-        return
-    if not deps.read_model.consume_nonce(
-        sreq.consumer_key, sreq.token or "", sreq.timestamp or "", sreq.nonce,
-        deps.settings.timestamp_window,
-    ):
-        raise OAuthProblem("nonce_used", "this oauth_nonce was already used with this "
-                           "timestamp; send a fresh nonce with every request")
-
-
 class RequestTokenResource:
     """POST: temporary credentials (RFC 5849 §2.1)."""
 
@@ -65,7 +53,7 @@ class RequestTokenResource:
                                "oauth_token", oauth_parameters_rejected="oauth_token")
         consumer = _load_consumer(deps, sreq)
         deps.authenticator.check_signed(sreq, consumer, None, https=https, token_kind=None)
-        _consume_nonce(deps, sreq)
+        deps.authenticator.consume_nonce(sreq)
         assert consumer is not None
         issued = dance.issue_request_token(
             deps.ledger, deps.sealer, deps.settings, consumer, sreq.callback,
@@ -99,8 +87,9 @@ class AccessTokenResource:
         token: TokenState | None = loaded[token_stream(sreq.token)][0]
         handle = sreq.oauth.get("oauth_session_handle")
         kind = "access" if handle is not None else "request"
-        deps.authenticator.check_signed(sreq, consumer, token, https=https, token_kind=kind)
-        _consume_nonce(deps, sreq)
+        deps.authenticator.check_signed(sreq, consumer, token, https=https, token_kind=kind,
+                                        renewal=handle is not None)
+        deps.authenticator.consume_nonce(sreq)
         assert consumer is not None and token is not None
         m = meta(req, consumer.key)
         if handle is not None:

@@ -53,7 +53,7 @@ class MyselfResource:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         ctx = req.context.oauth
         name = ctx.user
-        base = self.deps.settings.base_url or f"{req.scheme}://{req.host}"
+        base = self.deps.settings.base_url or req.prefix
         resp.media = {
             "self": f"{base}/rest/api/2/user?username={name}",
             "key": name,
@@ -76,7 +76,7 @@ class ServerInfoResource:
         self.deps = deps
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        base = self.deps.settings.base_url or f"{req.scheme}://{req.host}"
+        base = self.deps.settings.base_url or req.prefix
         resp.media = {"baseUrl": base, "version": VERSION, "serverTitle": "oauthledger",
                       "deploymentType": "Server"}
 
