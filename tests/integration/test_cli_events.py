@@ -395,3 +395,42 @@ def test_stats_on_empty_log(cli_env, store):
     report = json.loads(run(cli_env, "events", "stats", "--format", "json").stdout)
     assert report["head_position"] == 0 and report["streams"] == 0
     assert report["events_by_type"] == {} and report["first_event_time"] is None
+
+
+def _run_on_terminal(env: dict[str, str | None], *args: str) -> tuple[int, str, str]:
+    """Run the script with stderr on a pseudo-terminal; returns (status, stdout, tty text)."""
+    import pty
+
+    master, slave = pty.openpty()
+    full = {**_subprocess_env(env), "TERM": "xterm", "COLUMNS": "100"}
+    proc = subprocess.Popen([str(OAUTHLEDGER), *args], env=full, stdout=subprocess.PIPE,
+                            stderr=slave, text=True)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(master)
+    stdout = proc.stdout.read()
+    return proc.wait(timeout=60), stdout, b"".join(chunks).decode("utf-8", "replace")
+
+
+def test_progress_bar_on_a_terminal_only(cli_env, store, sealer, tmp_path):
+    populate(store, sealer)
+    rc, stdout, tty = _run_on_terminal(cli_env, "events", "verify")
+    assert rc == 0 and stdout.startswith("intact: 4 events")
+    assert "verifying" in tty and "4/4" in tty
+
+    target = tmp_path / "out.jsonl"
+    rc, _stdout, tty = _run_on_terminal(cli_env, "events", "export", "-o", str(target))
+    assert rc == 0 and "exporting" in tty and "4/4" in tty
+    assert len(target.read_text().splitlines()) == 4
+
+    # Export to stdout: the data is the output, no bar even on a terminal.
+    rc, stdout, tty = _run_on_terminal(cli_env, "events", "export")
+    assert rc == 0 and len(stdout.splitlines()) == 4 and "exporting" not in tty
