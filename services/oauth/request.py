@@ -30,9 +30,9 @@ _REQUIRED_UNLESS_PLAINTEXT = ("oauth_timestamp", "oauth_nonce")
 
 # REFERENCE.md: nonces are 1..64 unreserved characters (RFC 3986 §2.3), whatever shape.
 _NONCE = re.compile(r"[A-Za-z0-9\-._~]{1,64}")
-# Digits only; fewer than 10 digits occur in the RFC's own vectors. 12 digits is past
-# the year 33000 and keeps int() cheap and bounded.
-_TIMESTAMP = re.compile(r"[0-9]{1,12}")
+# Digits only; fewer than 10 digits occur in the RFC's own vectors. Up to 16 digits, so
+# a timestamp in milliseconds (13) reaches the window check, whose advice explains it.
+_TIMESTAMP = re.compile(r"[0-9]{1,16}")
 # A percent sign not followed by two hex digits.
 _BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 # RFC 5849 §3.5.1 / RFC 2617 auth-param: name = "quoted value" (or a bare token, which
