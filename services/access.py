@@ -32,7 +32,8 @@ def api_user(req: falcon.Request, deps: Deps) -> UserState:
     name: str | None = None
     if scheme.lower() == "basic":
         try:
-            user, sep, password = base64.b64decode(value.strip(), validate=True).decode().partition(":")
+            raw = base64.b64decode(value.strip(), validate=True).decode()
+            user, sep, password = raw.partition(":")
         except (binascii.Error, UnicodeDecodeError):
             raise ApiRefused(401, "malformed Basic credentials") from None
         state, _ = deps.ledger.load(user_stream(user)) if user else (None, 0)

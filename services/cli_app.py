@@ -137,7 +137,8 @@ def consumer() -> None:
 @click.argument("key")
 @click.option("--name", required=True, help="shown to users when they approve")
 @click.option("--description", default=None)
-@click.option("--callback", default=None, help="default callback URL; callbacks must share its origin")
+@click.option("--callback", default=None,
+              help="default callback URL; callbacks must share its origin")
 @click.option("--public-key", "public_key_file", type=click.File("r"), default=None,
               help="PEM public key or X.509 certificate file (RSA-* methods)")
 @click.option("--secret", default=None, help="shared secret (HMAC-*, PLAINTEXT)")

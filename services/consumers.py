@@ -201,7 +201,8 @@ def update_consumer(
     if not changes:
         return current, None
     states = ledger.commit(
-        [Change(consumer_stream(key), version, current, [ev.ConsumerUpdated(key=key, changes=changes)])],
+        [Change(consumer_stream(key), version, current,
+                [ev.ConsumerUpdated(key=key, changes=changes)])],
         meta,
     )
     return states[consumer_stream(key)], generated

@@ -57,7 +57,8 @@ def consumer_input(data: dict[str, Any]) -> svc.ConsumerInput:
         if value is None and typ is not bool:
             kwargs[field] = ""
             continue
-        if not isinstance(value, typ) or (typ is list and not all(isinstance(x, str) for x in value)):
+        bad_list = isinstance(value, list) and not all(isinstance(x, str) for x in value)
+        if not isinstance(value, typ) or bad_list:
             errors[name] = {str: "must be a string", bool: "must be true or false",
                             list: "must be a list of strings"}[typ]
             continue

@@ -129,7 +129,8 @@ class VerifyResource:
             payload = json.loads(read_body(req) or b"{}")
             method = str(payload["method"]).upper()
             url = str(payload["url"])
-            headers = {str(a).lower(): str(b) for a, b in dict(payload.get("headers") or {}).items()}
+            raw_headers = dict(payload.get("headers") or {})
+            headers = {str(a).lower(): str(b) for a, b in raw_headers.items()}
             body = str(payload.get("body") or "").encode("utf-8")
         except (ValueError, KeyError, TypeError, AttributeError):
             problem_json(resp, 400, "Bad verify request",
