@@ -18,7 +18,6 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cached_property
 from typing import Any
 
 import sqlalchemy as sa
@@ -29,12 +28,17 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from events.catalog import Event
 from events.chain import canonical_json, row_hash
-from events.errors import ConcurrencyConflict, CorruptEvent, StoreUnavailable
+from events.errors import ConcurrencyConflict, CorruptEvent, EventStoreError, StoreUnavailable
 from events.schema import GENESIS_HASH
 from events.upcasting import UnknownEventType, UnsupportedSchemaVersion, decode
 
-# Any 64-bit constant unique to this application: the advisory lock that serializes appends.
-APPEND_LOCK_ID = 0x0A017E_D6E2
+# The advisory lock that serializes appends on PostgreSQL: two 32-bit keys, a constant for
+# this application and the OID of the events table, so stores in different schemas (or
+# databases' test schemas) of one server do not serialize against each other.
+APPEND_LOCK_CLASS = 0x0A017E
+PG_APPEND_LOCK_SQL = (
+    f"SELECT pg_advisory_xact_lock({APPEND_LOCK_CLASS}, 'events'::regclass::oid::int4)"
+)
 ANY_VERSION = None  # expected_version that skips the concurrency check
 
 
@@ -183,73 +187,129 @@ class EventStore:
         self, writes: Sequence[StreamWrite], metadata: Mapping[str, Any] | None = None
     ) -> list[RecordedEvent]:
         """Append to several streams atomically: all commit, or none (any conflict aborts)."""
+        for write in writes:
+            _check_stream_id(write.stream_id)
         meta = dict(metadata or {})
         meta.setdefault("time", now_iso(self.clock))
         meta_text = canonical_json(meta)
+        if not any(write.events for write in writes) and all(
+            write.expected_version is None for write in writes
+        ):
+            return []
+        if self.is_sqlite:
+            return self._append_sqlite(writes, meta_text)
+        return self._append_postgres(writes, meta_text)
+
+    # SQLite: BEGIN IMMEDIATE takes the database's single write lock before the head is
+    # read, so appends serialize and positions follow commit order.
+
+    def _append_sqlite(self, writes: Sequence[StreamWrite], meta_text: str) -> list[RecordedEvent]:
         try:
             with self._connect() as conn:
                 conn = conn.execution_options(sqlite_begin="IMMEDIATE")
                 with conn.begin():
-                    return self._append_locked(conn, writes, meta_text)
+                    last = conn.exec_driver_sql(
+                        "SELECT position, hash FROM events ORDER BY position DESC LIMIT 1"
+                    ).first()
+                    versions = {
+                        w.stream_id: self._stream_version(conn, w.stream_id) for w in writes
+                    }
+                    rows = _build_rows(writes, last, versions, meta_text)
+                    if rows:
+                        conn.exec_driver_sql(
+                            "INSERT INTO events (position, stream_id, stream_version, type, "
+                            "schema_version, data, metadata, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                            list(map(_row_tuple, rows)),
+                        )
+                    return rows
         except IntegrityError as exc:
-            # Backstop for the explicit check below: UNIQUE(stream_id, stream_version).
-            write = writes[0]
-            raise ConcurrencyConflict(
-                write.stream_id, write.expected_version, self.stream_version(write.stream_id)
-            ) from exc
+            raise self._conflict_from(writes, exc) from exc
         except OperationalError as exc:
             raise StoreUnavailable(self.url, _first_line(exc)) from None
 
-    def _append_locked(
-        self, conn: Connection, writes: Sequence[StreamWrite], meta_text: str
+    # PostgreSQL: a transaction-scoped advisory lock serializes appends until commit.
+    # The whole append is two network round trips, pipelined (psycopg pipeline mode):
+    #   1. BEGIN; SELECT pg_advisory_xact_lock(..); SELECT head + stream versions
+    #   2. INSERT ... SELECT FROM unnest(..); COMMIT
+    # The head is read by its own statement AFTER the lock statement has returned: in READ
+    # COMMITTED every statement takes a fresh snapshot when it starts, so it sees the
+    # commit of the previous lock holder. Reading the head in the same statement that
+    # takes the lock would use a snapshot taken before the wait, and two appenders could
+    # then both compute the same next position.
+
+    _PG_HEAD_AND_VERSIONS = (
+        "SELECT NULL::text, h.position, h.hash FROM "
+        "(SELECT position, hash FROM events ORDER BY position DESC LIMIT 1) AS h "
+        "UNION ALL "
+        "SELECT s.id, (SELECT COALESCE(MAX(stream_version), 0) FROM events "
+        "WHERE stream_id = s.id)::bigint, NULL FROM unnest(%s::text[]) AS s(id)"
+    )
+    _PG_INSERT = (
+        "INSERT INTO events (position, stream_id, stream_version, type, schema_version, "
+        "data, metadata, hash) SELECT * FROM unnest(%s::bigint[], %s::text[], %s::int[], "
+        "%s::text[], %s::smallint[], %s::text[], %s::text[], %s::text[])"
+    )
+
+    def _append_postgres(
+        self, writes: Sequence[StreamWrite], meta_text: str
     ) -> list[RecordedEvent]:
-        if not self.is_sqlite:
-            # Serialize appends until commit: positions are then handed out in commit
-            # order, which is what lets read_all followers trust "position > checkpoint".
-            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%s)" % APPEND_LOCK_ID)
-        last = conn.exec_driver_sql(
-            "SELECT position, hash FROM events ORDER BY position DESC LIMIT 1"
-        ).first()
-        position, prev_hash = (last[0], last[1]) if last else (0, GENESIS_HASH)
-        rows: list[RecordedEvent] = []
-        for write in writes:
-            current = self._stream_version(conn, write.stream_id)
-            if write.expected_version is not None and current != write.expected_version:
-                raise ConcurrencyConflict(write.stream_id, write.expected_version, current)
-            version = current
-            for ev in write.events:
-                position += 1
-                version += 1
-                data = canonical_json(ev.to_data())
-                h = row_hash(
-                    prev_hash, position, write.stream_id, version, ev.type_name,
-                    ev.SCHEMA_VERSION, data, meta_text,
-                )
-                rows.append(
-                    RecordedEvent(
-                        position, write.stream_id, version, ev.type_name, ev.SCHEMA_VERSION,
-                        data, meta_text, h,
-                    )
-                )
-                prev_hash = h
-        if rows:
-            conn.execute(
-                sa.text(
-                    "INSERT INTO events (position, stream_id, stream_version, type, "
-                    "schema_version, data, metadata, hash) VALUES (:position, :stream_id, "
-                    ":stream_version, :type, :schema_version, :data, :metadata, :hash)"
-                ),
-                [
-                    {
-                        "position": r.position, "stream_id": r.stream_id,
-                        "stream_version": r.stream_version, "type": r.type,
-                        "schema_version": r.schema_version, "data": r.data,
-                        "metadata": r.metadata, "hash": r.hash,
-                    }
-                    for r in rows
-                ],
+        import psycopg  # the PostgreSQL driver; only this backend needs it
+
+        stream_ids = list(dict.fromkeys(w.stream_id for w in writes))
+        try:
+            raw = self.engine.raw_connection()
+        except DBAPIError as exc:
+            raise StoreUnavailable(self.url, _first_line(exc)) from None
+        pg = raw.driver_connection
+        committed = False
+        try:
+            with pg.pipeline(), pg.cursor() as cur, pg.cursor() as head_cur:
+                cur.execute(PG_APPEND_LOCK_SQL)
+                head_cur.execute(self._PG_HEAD_AND_VERSIONS, (stream_ids,))
+                last = None
+                versions: dict[str, int] = {}
+                for stream_id, number, hash_ in head_cur.fetchall():
+                    if stream_id is None:
+                        last = (number, hash_)
+                    else:
+                        versions[stream_id] = number
+                rows = _build_rows(writes, last, versions, meta_text)
+                if rows:
+                    columns = [list(c) for c in zip(*map(_row_tuple, rows), strict=True)]
+                    cur.execute(self._PG_INSERT, columns)
+                pg.commit()
+            committed = True
+            return rows
+        except psycopg.IntegrityError as exc:
+            raise self._conflict_from(writes, exc) from exc
+        except psycopg.OperationalError as exc:
+            raw.invalidate()
+            raise StoreUnavailable(self.url, _first_line(exc)) from None
+        finally:
+            if not committed:
+                try:
+                    pg.rollback()
+                except psycopg.Error:
+                    raw.invalidate()
+            raw.close()
+
+    def _conflict_from(self, writes: Sequence[StreamWrite], exc: Exception) -> Exception:
+        """Translate a unique violation that slipped past the explicit version check.
+        UNIQUE(stream_id, stream_version) is the backstop for optimistic concurrency; a
+        clash on the position would mean appends were not serialized: a store bug."""
+        text = str(getattr(exc, "orig", None) or exc)
+        if "uq_events_stream_version" in text or "stream_version" in text:
+            for write in writes:
+                actual = self.stream_version(write.stream_id)
+                if write.expected_version is not None and actual != write.expected_version:
+                    return ConcurrencyConflict(write.stream_id, write.expected_version, actual)
+            write = writes[0]
+            return ConcurrencyConflict(
+                write.stream_id, write.expected_version, self.stream_version(write.stream_id)
             )
-        return rows
+        return EventStoreError(
+            f"append refused by the database (appends not serialized?): {_first_line(exc)}"
+        )
 
     @staticmethod
     def _stream_version(conn: Connection, stream_id: str) -> int:
@@ -388,6 +448,60 @@ class EventStore:
         if progress is not None:
             progress(count)
         return VerifyResult(True, count)
+
+
+def _check_stream_id(stream_id: str) -> None:
+    # The hash chain joins fields with a unit separator (events/chain.py); stream ids are
+    # the only free-text field not JSON-escaped, so control characters are refused here.
+    if (
+        not isinstance(stream_id, str)
+        or not 0 < len(stream_id) <= 255
+        or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in stream_id)
+    ):
+        raise ValueError(
+            f"invalid stream id {stream_id!r}: 1-255 characters, no control characters"
+        )
+
+
+def _build_rows(
+    writes: Sequence[StreamWrite],
+    last: tuple[int, str] | None,
+    versions: Mapping[str, int],
+    meta_text: str,
+) -> list[RecordedEvent]:
+    """The rows to insert after the head ``last`` (position, hash), checking each write's
+    expected version against ``versions``. Raises :class:`ConcurrencyConflict`."""
+    position, prev_hash = (last[0], last[1]) if last else (0, GENESIS_HASH)
+    current = dict(versions)
+    rows: list[RecordedEvent] = []
+    for write in writes:
+        version = current[write.stream_id]
+        if write.expected_version is not None and version != write.expected_version:
+            raise ConcurrencyConflict(write.stream_id, write.expected_version, version)
+        for ev in write.events:
+            position += 1
+            version += 1
+            type_name, schema = ev.type_name, ev.SCHEMA_VERSION
+            data = canonical_json(ev.to_data())
+            h = row_hash(
+                prev_hash, position, write.stream_id, version, type_name, schema, data, meta_text
+            )
+            rows.append(
+                RecordedEvent(
+                    position, write.stream_id, version, type_name, schema, data, meta_text, h
+                )
+            )
+            prev_hash = h
+        # A stream named twice in one append_many continues from its new version.
+        current[write.stream_id] = version
+    return rows
+
+
+def _row_tuple(r: RecordedEvent) -> tuple[int, str, int, str, int, str, str, str]:
+    return (
+        r.position, r.stream_id, r.stream_version, r.type, r.schema_version, r.data,
+        r.metadata, r.hash,
+    )
 
 
 def _first_line(exc: BaseException) -> str:

@@ -28,7 +28,7 @@ import sqlalchemy as sa
 from events.catalog import AccessTokenRevoked
 from events.errors import ConcurrencyConflict
 from events.migrate import upgrade
-from events.store import EventStore, StreamWrite
+from events.store import PG_APPEND_LOCK_SQL, EventStore, StreamWrite
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -275,9 +275,7 @@ def test_locked_appender_makes_the_late_writer_wait(store: EventStore) -> None:
         holder = holder.execution_options(sqlite_begin="IMMEDIATE")
         holder.begin()
         if not store.is_sqlite:
-            from events.store import APPEND_LOCK_ID
-
-            holder.exec_driver_sql(f"SELECT pg_advisory_xact_lock({APPEND_LOCK_ID})")
+            holder.exec_driver_sql(PG_APPEND_LOCK_SQL)
         t = threading.Thread(target=late_writer, daemon=True)
         t.start()
         assert started.wait(30)
