@@ -54,9 +54,61 @@ def entity_of(state: Any) -> tuple[str, str]:
     return kind, ident
 
 
+# Token keys are the bulk of Redis memory (one per active access token; budget: issue 4),
+# so a token is stored as a positional JSON array of the fields its Redis readers use —
+# the hot path (kind, status, consumer, secret, expiry, user) and the users' token list
+# (issued_at). Fields only the dance needs are left out (DESIGN.md rule 3: the dance
+# loads streams from the store) and decode to their defaults (None):
+TOKEN_FIELDS_NOT_IN_REDIS = (
+    "callback", "verifier_sealed", "session_handle_hash", "authorization_expires_at",
+    "request_token", "renewed_from", "successor",
+)
+_TOKEN_KIND = {"request": "r", "access": "a"}
+_TOKEN_STATUS = {
+    "pending": "p", "approved": "o", "denied": "d", "exchanged": "x", "expired": "e",
+    "active": "a", "revoked": "v", "renewed": "n",
+}
+_TOKEN_KIND_R = {v: k for k, v in _TOKEN_KIND.items()}
+# One encoder for all writes (json.dumps with options builds a new one per call);
+# ensure_ascii=False: user names and keys in UTF-8 are shorter than \u escapes.
+_compact_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_TOKEN_STATUS_R = {v: k for k, v in _TOKEN_STATUS.items()}
+
+
+def redis_view(state: Any) -> Any:
+    """The state as the read model holds it: tokens without the dance-only fields of
+    :data:`TOKEN_FIELDS_NOT_IN_REDIS`; other entities unchanged. ``decode(encode(s))``
+    equals ``redis_view(s)``."""
+    if isinstance(state, TokenState):
+        return dataclasses.replace(state, **dict.fromkeys(TOKEN_FIELDS_NOT_IN_REDIS))
+    return state
+
+
+def _encode_token(state: TokenState) -> str:
+    row: list[Any] = [
+        _TOKEN_KIND[state.kind] + _TOKEN_STATUS[state.status], state.consumer_key,
+        state.secret_sealed, state.expires_at, state.issued_at,
+    ]
+    if state.user is not None:
+        row.append(state.user)
+    return _compact_json(row)
+
+
+def _decode_token(ident: str, version: int, data: list[Any]) -> TokenState:
+    code = data[0]
+    return TokenState(
+        token=ident, kind=_TOKEN_KIND_R[code[0]], status=_TOKEN_STATUS_R[code[1:]],
+        consumer_key=data[1], secret_sealed=data[2], expires_at=data[3], issued_at=data[4],
+        user=data[5] if len(data) > 5 else None, version=version,
+    )
+
+
 def encode(state: Any) -> str:
     """Compact JSON of a state: the identifier (it is in the key), the version (it is in
-    the value's prefix) and fields at their default are left out."""
+    the value's prefix) and fields at their default are left out; tokens are a
+    positional array (see :data:`TOKEN_FIELDS_NOT_IN_REDIS`)."""
+    if isinstance(state, TokenState):
+        return _encode_token(state)
     kind, _ = entity_of(state)
     id_field = _KINDS[kind][1]
     out: dict[str, Any] = {}
@@ -77,8 +129,10 @@ def decode_value(kind: str, ident: str, raw: str | bytes | None) -> Any:
     if isinstance(raw, bytes):
         raw = raw.decode("utf-8")
     version, _, payload = raw.partition("|")
-    cls, id_field = _KINDS[kind]
     data = json.loads(payload)
+    if kind == k.TOKEN:
+        return _decode_token(ident, int(version), data)
+    cls, id_field = _KINDS[kind]
     for name, value in list(data.items()):
         if isinstance(value, list):
             data[name] = tuple(value)
@@ -88,11 +142,17 @@ def decode_value(kind: str, ident: str, raw: str | bytes | None) -> Any:
 
 
 _APPLY = """
--- ARGV: namespace, checkpoint ('' = leave), count, then per entity 7 fields:
--- kind, id, version, payload, expire_at ('' = none), expiry score ('' = not indexed), user
+-- KEYS: active pointer, building pointer.
+-- ARGV: namespace, checkpoint ('' = leave), count, default namespace, then per entity
+-- 7 fields: kind, id, version, payload, expire_at ('' = none), expiry score ('' = not
+-- indexed), user.
 local ns = ARGV[1]
+-- Write only into the live namespace or the one being built: a writer that read the
+-- namespace just before a rebuild switched and retired it must not resurrect it.
+local live = redis.call('GET', KEYS[1]) or ARGV[4]
+if ns ~= live and ns ~= redis.call('GET', KEYS[2]) then return -1 end
 local applied = 0
-local i = 4
+local i = 5
 for _ = 1, tonumber(ARGV[3]) do
   local kind, id, ver = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   local payload, expat, score, user = ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
@@ -210,14 +270,31 @@ class ReadModel:
         self, states: Sequence[Any], checkpoint: int | None = None, namespace: str | None = None
     ) -> int:
         """Write ``states`` (each carrying its stream version) version-guarded, and raise
-        the checkpoint to ``checkpoint`` if given. Returns how many states were newer."""
+        the checkpoint to ``checkpoint`` if given. Returns how many states were newer,
+        or -1 (nothing written) when ``namespace`` is neither live nor being built — a
+        rebuild retired it meanwhile."""
         ns = namespace or self.namespace()
-        args: list[str] = [ns, "" if checkpoint is None else str(checkpoint), str(len(states))]
+        return int(self._apply(keys=[self.keys.active, self.keys.building],
+                               args=self.apply_args(states, checkpoint, ns)))
+
+    def apply_args(self, states: Sequence[Any], checkpoint: int | None, namespace: str
+                   ) -> list[str]:
+        """The apply script's arguments (for callers that pipeline many calls)."""
+        args: list[str] = [
+            namespace, "" if checkpoint is None else str(checkpoint), str(len(states)),
+            self.keys.default_namespace,
+        ]
         for state in states:
             kind, ident = entity_of(state)
             expat, score, user = _index_args(state)
             args += [kind, ident, str(state.version), encode(state), expat, score, user]
-        return int(self._apply(keys=[], args=args))
+        return args
+
+    def apply_pipelined(self, pipe: Any, states: Sequence[Any], checkpoint: int | None,
+                        namespace: str) -> None:
+        """Queue an :meth:`apply` on a pipeline (bulk writers: rebuilds)."""
+        self._apply(keys=[self.keys.active, self.keys.building],
+                    args=self.apply_args(states, checkpoint, namespace), client=pipe)
 
     def publish_states(self, states: Sequence[Any]) -> None:
         """Front-end write after a commit: every target namespace, no checkpoint move."""

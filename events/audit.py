@@ -1,0 +1,277 @@
+"""Audit queries answered from the event log alone (never from Redis).
+
+- :func:`state_at`: consumers and tokens as they stood at a moment — which access tokens
+  were valid then, for whom.
+- :func:`token_history`: the whole life of a token and the tokens it is linked to (its
+  request token, the access token it was exchanged for, renewals), event by event, with
+  the actor and request id recorded in each event's metadata.
+- :func:`user_grants`: every grant a user made (approved or denied a request token) and
+  how it ended.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from events.projection import FastReplay
+from events.state import ConsumerState, TokenState, fold_stream, token_stream
+from events.store import EventStore, RecordedEvent
+
+TOKEN_PREFIX = "token-"
+
+
+class AuditError(ValueError):
+    """The question cannot be answered as asked (unknown token, bad timestamp)."""
+
+
+def parse_timestamp(raw: str) -> float:
+    """POSIX seconds from an epoch number or an ISO 8601 time (naive means UTC)."""
+    text = raw.strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text.replace("z", "Z"))
+    except ValueError:
+        raise AuditError(
+            f"{raw!r} is not a time: use ISO 8601 (2025-06-01T12:00:00Z) or epoch seconds"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def iso(ts: float | None) -> str | None:
+    """ISO 8601 UTC text of a POSIX time."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace(
+        "+00:00", "Z")
+
+
+# -- state at a moment ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TokenAt:
+    """An access token as it stood at the audited moment."""
+
+    token: str
+    consumer_key: str
+    user: str | None
+    status: str  # the recorded status then
+    valid: bool  # usable at that moment (active and not past expires_at)
+    issued_at: str | None
+    expires_at: str | None
+
+
+@dataclass(frozen=True)
+class ConsumerAt:
+    """A consumer as it stood at the audited moment."""
+
+    key: str
+    name: str
+    removed: bool
+
+
+@dataclass(frozen=True)
+class StateAt:
+    """Everything :func:`state_at` reports."""
+
+    at: str
+    position: int  # last event committed at or before the moment
+    consumers: list[ConsumerAt]
+    tokens: list[TokenAt]  # access tokens issued by then (valid or not)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly form."""
+        return dataclasses.asdict(self)
+
+
+def state_at(store: EventStore, at: float) -> StateAt:
+    """Replay the events committed at or before ``at`` (by their recorded time)."""
+    replay = FastReplay()
+    for rec in store.read_all(0, batch_size=20000):
+        # Commit order is position order, but clocks of several front ends may disagree
+        # slightly: filter on each event's own time rather than stopping at the first later.
+        if replay.record_time(rec) <= at:
+            replay.apply(rec)
+    consumers: list[ConsumerAt] = []
+    tokens: list[TokenAt] = []
+    for state in replay.final_states():
+        if isinstance(state, ConsumerState):
+            consumers.append(ConsumerAt(state.key, state.name, state.removed))
+        elif isinstance(state, TokenState) and state.kind == "access":
+            tokens.append(TokenAt(
+                token=state.token, consumer_key=state.consumer_key, user=state.user,
+                status=state.status, valid=state.usable_at(at), issued_at=iso(state.issued_at),
+                expires_at=iso(state.expires_at),
+            ))
+    consumers.sort(key=lambda c: c.key)
+    tokens.sort(key=lambda t: (t.issued_at or "", t.token))
+    return StateAt(iso(at) or "", replay.position, consumers, tokens)
+
+
+# -- token history ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One event in a token's history."""
+
+    position: int
+    time: str | None
+    token: str
+    type: str
+    actor: str | None
+    request_id: str | None
+    details: dict[str, Any]
+
+
+# Event fields worth showing per type (secrets, sealed or not, are never shown).
+_DETAILS = {
+    "RequestTokenIssued": ("consumer_key", "callback", "expires_at"),
+    "TokenApproved": ("user",),
+    "TokenDenied": ("user",),
+    "RequestTokenExchanged": ("access_token",),
+    "RequestTokenExpired": (),
+    "AccessTokenIssued": ("consumer_key", "user", "expires_at", "request_token",
+                          "renewed_from"),
+    "AccessTokenRenewed": ("new_token",),
+    "AccessTokenRevoked": ("by", "reason"),
+    "AccessTokenExpired": (),
+}
+
+
+def _entry(rec: RecordedEvent) -> Entry:
+    event = rec.event
+    meta = rec.meta
+    details = {}
+    for name in _DETAILS.get(rec.type, ()):
+        value = getattr(event, name, None)
+        if name == "expires_at" and value is not None:
+            value = iso(value)
+        if value is not None:
+            details[name] = value
+    return Entry(
+        position=rec.position, time=iso(rec.time), token=rec.stream_id[len(TOKEN_PREFIX):],
+        type=rec.type, actor=meta.get("actor"), request_id=meta.get("request_id"),
+        details=details,
+    )
+
+
+def _linked(state: TokenState) -> list[str]:
+    return [t for t in (state.request_token, state.renewed_from, state.successor) if t]
+
+
+def token_history(store: EventStore, token: str) -> list[Entry]:
+    """Every event of ``token`` and of the tokens linked to it, in log order."""
+    seen: set[str] = set()
+    todo = [token]
+    records: list[RecordedEvent] = []
+    while todo:
+        current = todo.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        stream = store.read_stream(token_stream(current))
+        if not stream:
+            if current == token:
+                raise AuditError(f"no token {token!r} in the event log")
+            continue
+        records += stream
+        state = fold_stream(stream)
+        todo += [t for t in _linked(state) if t not in seen]
+    records.sort(key=lambda r: r.position)
+    return [_entry(r) for r in records]
+
+
+# -- a user's grants ----------------------------------------------------------------------------
+
+
+@dataclass
+class Grant:
+    """One authorization a user gave (or refused) and how it ended."""
+
+    consumer_key: str
+    request_token: str | None
+    decision: str  # "approved", "denied", "pending" (never decided), "direct"
+    decided_at: str | None
+    access_tokens: list[str] = field(default_factory=list)
+    outcome: str = ""  # active, revoked, expired, renewed, denied, not exchanged, ...
+    ended_at: str | None = None
+    ended_by: str | None = None
+
+
+def user_grants(store: EventStore, user: str) -> list[Grant]:
+    """Every grant ``user`` made, oldest first, with how each ended."""
+    needle = '"user":'
+    mine: list[str] = []  # root token streams: request tokens the user decided, or tokens
+    for rec in store.read_all(0, batch_size=20000):
+        if rec.type not in ("TokenApproved", "TokenDenied", "AccessTokenIssued"):
+            continue
+        if needle not in rec.data or getattr(rec.event, "user", None) != user:
+            continue
+        if rec.type == "AccessTokenIssued":
+            ev = rec.event
+            if ev.request_token is None and ev.renewed_from is None:
+                mine.append(rec.stream_id)  # issued without a request token (direct)
+        else:
+            mine.append(rec.stream_id)
+    grants: list[Grant] = []
+    for sid in mine:
+        history = store.read_stream(sid)
+        root = fold_stream(history)
+        if root.kind == "request":
+            decided = next((r for r in history if r.type in ("TokenApproved", "TokenDenied")),
+                           None)
+            grant = Grant(
+                consumer_key=root.consumer_key, request_token=root.token,
+                decision={"TokenApproved": "approved", "TokenDenied": "denied"}.get(
+                    decided.type if decided else "", "pending"),
+                decided_at=iso(decided.time) if decided else None,
+            )
+            current = root.successor
+            last_state, last_records = root, history
+        else:
+            grant = Grant(consumer_key=root.consumer_key, request_token=None,
+                          decision="direct", decided_at=iso(history[0].time))
+            current, last_state, last_records = root.token, None, []
+        while current:  # follow exchange and renewals to the token in force
+            records = store.read_stream(token_stream(current))
+            if not records:
+                break
+            grant.access_tokens.append(current)
+            last_records = records
+            last_state = fold_stream(records)
+            current = last_state.successor if last_state.status == "renewed" else None
+        grant.outcome, grant.ended_at, grant.ended_by = _outcome(last_state, last_records)
+        grants.append(grant)
+    grants.sort(key=lambda g: (g.decided_at or "", g.request_token or ""))
+    return grants
+
+
+def _outcome(state: TokenState | None, records: list[RecordedEvent]
+             ) -> tuple[str, str | None, str | None]:
+    if state is None:
+        return "unknown", None, None
+    last = records[-1] if records else None
+    if state.kind == "request":
+        outcome = {"pending": "not decided", "approved": "approved, never exchanged",
+                   "denied": "denied", "expired": "request token expired"}.get(
+                       state.status, state.status)
+        ended = iso(last.time) if last and state.status in ("denied", "expired") else None
+        by = last.meta.get("actor") if last and ended else None
+        return outcome, ended, by
+    if state.status == "active":
+        return "active", None, None
+    by = None
+    if last is not None and last.type == "AccessTokenRevoked":
+        by = last.event.by
+    elif last is not None:
+        by = last.meta.get("actor")
+    return state.status, iso(last.time) if last else None, by

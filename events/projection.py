@@ -1,0 +1,549 @@
+"""The projector: follows the log from a checkpoint into the Redis read model; rebuilds
+the read model from scratch into a fresh namespace; compares two namespaces.
+
+Rules implemented here (DESIGN.md, "Consistency rules"):
+
+- Rule 1: the log is the only truth. A namespace without a checkpoint (Redis flushed or
+  restarted) is never projected "from 0" into a half-empty keyspace — front ends keep
+  writing their own states into it, so it would look complete while missing everything
+  else. Instead one rebuild (guarded by a Redis lock) replays the whole log into a fresh
+  namespace and switches ``<prefix>:active`` atomically.
+- Rule 4: projection is idempotent and checkpointed. Every batch folds the *full* streams
+  it touches up to the batch's last position and writes them with the version-guarded
+  apply script, which raises the checkpoint in the same script. Any number of projectors,
+  in any order, with duplicated or lost wake-ups, converge on the same keys.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import redis
+
+from events.catalog import EVENT_TYPES
+from events.keys import KeyLayout
+from events.readmodel import ReadModel, iter_states
+from events.state import TokenState, fold, fold_stream
+from events.store import EventStore, RecordedEvent
+
+# How long the rebuild lock lives without being extended. A rebuild extends it after
+# every chunk, so only a rebuild that died (kill -9) lets it lapse.
+REBUILD_LOCK_TTL_MS = 60_000
+_WRITE_CHUNK = 500  # entities per apply script call
+_PIPELINE_CALLS = 8  # apply calls per pipeline round trip
+
+ProgressFn = Callable[[str, int, int], None]  # (phase, done, total)
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+_EXTEND = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+# KEYS: active, building. ARGV: namespace being built, default namespace.
+# Switch only if this rebuild still owns the building pointer (a flush or a newer
+# rebuild may have taken it); returns the namespace it replaced, or false.
+# The rebuild's bulk load into its fresh namespace: the apply script's arguments, but no
+# version check (cheaper per key). A front end may have written a newer state there
+# meanwhile and this may overwrite it with an older one; the catch-up that follows
+# re-applies, version-guarded, every event after the replayed position, which restores
+# it before the namespace goes live.
+_BULK = """
+local ns = ARGV[1]
+if redis.call('GET', KEYS[2]) ~= ns then return -1 end
+local i = 5
+local zadd, rzadd, zrem, rzrem, users = {}, {}, {}, {}, {}
+for _ = 1, tonumber(ARGV[3]) do
+  local kind, id, ver = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local payload, expat, score, user = ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
+  i = i + 7
+  local key = ns .. ':' .. kind .. ':' .. id
+  if expat ~= '' then
+    redis.call('SET', key, ver .. '|' .. payload, 'EXAT', expat)
+  else
+    redis.call('SET', key, ver .. '|' .. payload)
+  end
+  if kind == 't' and score ~= '' then
+    if user == '' then
+      rzadd[#rzadd + 1] = score; rzadd[#rzadd + 1] = id
+    else
+      zadd[#zadd + 1] = score; zadd[#zadd + 1] = id
+      local u = users[user]
+      if not u then u = {}; users[user] = u end
+      u[#u + 1] = id
+    end
+  end
+end
+if #zadd > 0 then redis.call('ZADD', ns .. ':expiry', unpack(zadd)) end
+if #rzadd > 0 then redis.call('ZADD', ns .. ':rexpiry', unpack(rzadd)) end
+for user, ids in pairs(users) do redis.call('SADD', ns .. ':ut:' .. user, unpack(ids)) end
+return 0
+"""
+_SWITCH = """
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return false end
+local old = redis.call('GET', KEYS[1]) or ARGV[2]
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('DEL', KEYS[2])
+return old
+"""
+
+
+class RebuildBusy(Exception):
+    """Another rebuild holds the lock."""
+
+
+class RebuildInterrupted(Exception):
+    """The namespace being built was taken away (Redis flushed, or a newer rebuild)."""
+
+
+@dataclass(frozen=True)
+class ProjectResult:
+    """What one :func:`project_pending` call did."""
+
+    namespace: str
+    start: int | None  # checkpoint before (None: there was none)
+    checkpoint: int | None  # checkpoint after
+    events: int  # events read from the log
+    applied: int  # entity states that were newer than Redis held
+    rebuilt: bool = False  # the checkpoint was missing and a rebuild ran
+    rebuild_running: bool = False  # the checkpoint was missing, another process rebuilds
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly form (Celery task results)."""
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class RebuildResult:
+    """What a rebuild did."""
+
+    namespace: str  # the new live namespace
+    replaced: str  # the namespace it replaced (deleted)
+    events: int  # events replayed
+    entities: int  # entity states written
+    checkpoint: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        """Events replayed per second (whole rebuild, switch included)."""
+        return self.events / self.seconds if self.seconds > 0 else float("inf")
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly form (Celery task results)."""
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Difference:
+    """One key whose content differs between two namespaces (relative key name)."""
+
+    key: str
+    a: Any
+    b: Any
+
+
+# -- projecting ------------------------------------------------------------------------
+
+
+def _states_for_batch(
+    store: EventStore, batch: list[RecordedEvent]
+) -> list[Any]:
+    """Fold every stream the batch touches, from its first event up to the batch's last
+    position: a stream's state then never depends on what an earlier batch wrote."""
+    last = batch[-1].position
+    streams = sorted({rec.stream_id for rec in batch})
+    states = []
+    for records in store.read_streams(streams).values():
+        state = fold_stream(rec for rec in records if rec.position <= last)
+        states.append(state)
+    return iter_states(states)
+
+
+def project_into(
+    store: EventStore, read_model: ReadModel, namespace: str, after: int,
+    batch_size: int = 1000, until: int | None = None,
+) -> tuple[int, int, int]:
+    """Project events after position ``after`` (up to ``until``) into ``namespace``.
+
+    Returns (events read, states applied, last position). Raises
+    :class:`RebuildInterrupted` if the namespace stopped being live or building."""
+    events = applied = 0
+    position = after
+    while until is None or position < until:
+        limit = batch_size if until is None else min(batch_size, until - position)
+        batch = list(store.read_all(position, limit=limit, batch_size=limit))
+        if not batch:
+            break
+        n = read_model.apply(
+            _states_for_batch(store, batch), checkpoint=batch[-1].position,
+            namespace=namespace,
+        )
+        if n < 0:
+            raise RebuildInterrupted(f"namespace {namespace} was retired while projecting")
+        events += len(batch)
+        applied += n
+        position = batch[-1].position
+        if len(batch) < limit:
+            break
+    return events, applied, position
+
+
+def project_pending(
+    store: EventStore, read_model: ReadModel, batch_size: int = 1000,
+    rebuild_if_missing: bool = True,
+) -> ProjectResult:
+    """Project the log from the live namespace's checkpoint to the head.
+
+    If the live namespace has no checkpoint, runs a rebuild instead (only one at a time:
+    when another process holds the rebuild lock this returns with
+    ``rebuild_running=True`` and that rebuild's final catch-up covers the events)."""
+    for _ in range(3):  # a rebuild may switch the namespace under us; retry on the new one
+        ns = read_model.namespace()
+        start = read_model.checkpoint(ns)
+        if start is None:
+            if not rebuild_if_missing:
+                return ProjectResult(ns, None, None, 0, 0)
+            try:
+                result = rebuild(store, read_model)
+            except RebuildBusy:
+                return ProjectResult(ns, None, None, 0, 0, rebuild_running=True)
+            return ProjectResult(
+                result.namespace, None, result.checkpoint, result.events, result.entities,
+                rebuilt=True,
+            )
+        try:
+            events, applied, last = project_into(store, read_model, ns, start, batch_size)
+        except RebuildInterrupted:
+            continue
+        return ProjectResult(ns, start, last, events, applied)
+    return ProjectResult(read_model.namespace(), None, None, 0, 0, rebuild_running=True)
+
+
+# -- rebuilding --------------------------------------------------------------------------
+
+
+@dataclass
+class _Lock:
+    """A Redis lock with an owner token (SET NX PX; released/extended only by its owner)."""
+
+    client: redis.Redis
+    key: str
+    ttl_ms: int
+    token: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def acquire(self) -> bool:
+        return bool(self.client.set(self.key, self.token, nx=True, px=self.ttl_ms))
+
+    def extend(self) -> bool:
+        return bool(self.client.eval(_EXTEND, 1, self.key, self.token, self.ttl_ms))
+
+    def release(self) -> None:
+        self.client.eval(_RELEASE, 1, self.key, self.token)
+
+
+def delete_namespace(client: redis.Redis, ns: str) -> int:
+    """Delete every key of namespace ``ns`` (SCAN + UNLINK in batches); returns count."""
+    deleted = 0
+    batch: list[Any] = []
+    for key in client.scan_iter(KeyLayout.namespace_pattern(ns), count=2000):
+        batch.append(key)
+        if len(batch) >= 2000:
+            deleted += client.unlink(*batch)
+            batch = []
+    if batch:
+        deleted += client.unlink(*batch)
+    return deleted
+
+
+class FastReplay:
+    """Folds the log in position order into the state of every stream, like
+    :class:`events.state.Replay`, but several times faster: the token events (nearly all
+    of a large log) update a plain dict per stream instead of building an event object
+    and a new frozen state per event, and the frozen states are built once at the end.
+    Every other event, and any row that needs upcasting, goes through
+    :func:`events.state.fold` itself. ``tests/unit/test_projection_replay.py`` checks the
+    result equals ``Replay``'s for every event type."""
+
+    def __init__(self) -> None:
+        self.states: dict[str, Any] = {}
+        self.position = 0
+        self.count = 0
+        self._meta = ""
+        self._time = 0.0
+
+    def record_time(self, rec: RecordedEvent) -> float:
+        """The record's commit time; events appended together share their metadata
+        text, so it is parsed once per append."""
+        if rec.metadata != self._meta:
+            self._time = rec.time
+            self._meta = rec.metadata
+        return self._time
+
+    def apply(self, rec: RecordedEvent) -> None:
+        """Fold one record."""
+        sid = rec.stream_id
+        state = self.states.get(sid)
+        self.position = rec.position
+        self.count += 1
+        handler = _FAST.get(rec.type)
+        if (handler is not None and rec.schema_version == _FAST_SCHEMA[rec.type]
+                and (state is None or type(state) is dict)):
+            try:
+                data = orjson.loads(rec.data)
+                new = handler(self, state, data, rec)
+            except (ValueError, KeyError, TypeError):
+                new = None  # let the reference fold raise its precise error
+            if new is not None:
+                self.states[sid] = new
+                return
+        if type(state) is dict:
+            state = TokenState(**state)
+        self.states[sid] = fold(state, rec)
+
+    def final_states(self) -> list[Any]:
+        """Every stream's state as the frozen state classes."""
+        return [TokenState(**s) if type(s) is dict else s for s in self.states.values()]
+
+
+def _request_issued(r: FastReplay, state: Any, d: dict, rec: RecordedEvent) -> dict:
+    return {
+        "token": d["token"], "kind": "request", "consumer_key": d["consumer_key"],
+        "secret_sealed": d["secret_sealed"], "status": "pending",
+        "expires_at": d["expires_at"], "issued_at": r.record_time(rec),
+        "callback": d["callback"], "version": rec.stream_version,
+    }
+
+
+def _access_issued(r: FastReplay, state: Any, d: dict, rec: RecordedEvent) -> dict:
+    return {
+        "token": d["token"], "kind": "access", "consumer_key": d["consumer_key"],
+        "secret_sealed": d["secret_sealed"], "status": "active",
+        "expires_at": d["expires_at"], "issued_at": r.record_time(rec), "user": d["user"],
+        "session_handle_hash": d["session_handle_hash"],
+        "authorization_expires_at": d["authorization_expires_at"],
+        "request_token": d.get("request_token"), "renewed_from": d.get("renewed_from"),
+        "version": rec.stream_version,
+    }
+
+
+def _update(**fixed: Any) -> Callable[..., dict | None]:
+    """A handler that sets ``fixed`` fields and copies ``{field: data key}`` ones."""
+    copies = fixed.pop("copy", {})
+
+    def handler(r: FastReplay, state: Any, d: dict, rec: RecordedEvent) -> dict | None:
+        if state is None:
+            return None  # the reference fold reports the broken stream
+        state.update(fixed)
+        for name, key in copies.items():
+            state[name] = d[key]
+        state["version"] = rec.stream_version
+        return state
+
+    return handler
+
+
+_FAST: dict[str, Callable[..., dict | None]] = {
+    "RequestTokenIssued": _request_issued,
+    "AccessTokenIssued": _access_issued,
+    "TokenApproved": _update(status="approved",
+                             copy={"user": "user", "verifier_sealed": "verifier_sealed"}),
+    "TokenDenied": _update(status="denied", copy={"user": "user"}),
+    "RequestTokenExchanged": _update(status="exchanged", copy={"successor": "access_token"}),
+    "RequestTokenExpired": _update(status="expired"),
+    "AccessTokenExpired": _update(status="expired"),
+    "AccessTokenRenewed": _update(status="renewed", copy={"successor": "new_token"}),
+    "AccessTokenRevoked": _update(status="revoked"),
+}
+_FAST_SCHEMA = {name: EVENT_TYPES[name].SCHEMA_VERSION for name in _FAST}
+
+
+def _replay(store: EventStore, progress: ProgressFn | None, total: int
+            ) -> tuple[list[Any], int, int]:
+    """Fold the whole log in position order: (state per stream, last position, count)."""
+    replay = FastReplay()
+    apply = replay.apply
+    for rec in store.read_all(0, batch_size=20000):
+        apply(rec)
+        if progress is not None and replay.count % 20000 == 0:
+            progress("replay", replay.count, total)
+    return replay.final_states(), replay.position, replay.count
+
+
+def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+def rebuild(
+    store: EventStore, read_model: ReadModel, progress: ProgressFn | None = None,
+    batch_size: int = 1000,
+) -> RebuildResult:
+    """Replay the whole log into a fresh namespace and switch to it atomically.
+
+    While it runs, ``<prefix>:building`` names the new namespace, so front ends write
+    their acknowledged changes there too (rule 2) and the hot path keeps reading the old
+    namespace (or falls back to the store if that one has no checkpoint, rule 3).
+    Raises :class:`RebuildBusy` if another rebuild holds the lock."""
+    client = read_model.redis
+    keys = read_model.keys
+    lock = _Lock(client, keys.rebuild_lock, REBUILD_LOCK_TTL_MS)
+    if not lock.acquire():
+        raise RebuildBusy("another rebuild is running")
+    started = time.perf_counter()
+    try:
+        # A rebuild that died (kill -9) leaves its half-built namespace behind.
+        stale = read_model.building_namespace()
+        if stale and stale != read_model.namespace():
+            delete_namespace(client, stale)
+        ns = keys.namespace(int(client.incr(keys.generation)))
+        delete_namespace(client, ns)  # after a flush the counter restarts: be sure
+        client.set(keys.building, ns)
+
+        total = store.head()
+        states, position, count = _replay(store, progress, total)
+        entities = iter_states(states)
+        del states
+        written = 0
+        pipe = client.pipeline(transaction=False)
+        calls = 0
+        bulk = client.register_script(_BULK)
+        for chunk in _chunks(entities, _WRITE_CHUNK):
+            bulk(keys=[keys.active, keys.building],
+                 args=read_model.apply_args(chunk, None, ns), client=pipe)
+            calls += 1
+            written += len(chunk)
+            if calls >= _PIPELINE_CALLS:
+                if any(int(r) < 0 for r in pipe.execute()):
+                    raise RebuildInterrupted(f"namespace {ns} was taken away")
+                calls = 0
+                lock.extend()
+                if progress is not None:
+                    progress("write", written, len(entities))
+        if calls and any(int(r) < 0 for r in pipe.execute()):
+            raise RebuildInterrupted(f"namespace {ns} was taken away")
+        if progress is not None:
+            progress("write", written, len(entities))
+        # The checkpoint marks the namespace complete (the hot path checks it exists).
+        if read_model.apply([], checkpoint=position, namespace=ns) < 0:
+            raise RebuildInterrupted(f"namespace {ns} was taken away")
+        # Catch up with what was committed while we replayed.
+        caught, _, position = project_into(store, read_model, ns, position, batch_size)
+        count += caught
+        lock.extend()
+        old = client.eval(_SWITCH, 2, keys.active, keys.building, ns, keys.default_namespace)
+        if old is None:
+            raise RebuildInterrupted(f"namespace {ns} was taken away before the switch")
+        old = old.decode() if isinstance(old, bytes) else old
+        # Events committed between the last catch-up and the switch: the new namespace's
+        # checkpoint is behind them, so this (or any projector) picks them up.
+        caught, _, position = project_into(store, read_model, ns, position, batch_size)
+        count += caught
+        if old != ns:
+            delete_namespace(client, old)
+        return RebuildResult(
+            namespace=ns, replaced=old, events=count, entities=written,
+            checkpoint=position, seconds=time.perf_counter() - started,
+        )
+    finally:
+        lock.release()
+
+
+# -- inspecting ----------------------------------------------------------------------------
+
+
+def snapshot(client: redis.Redis, ns: str, include_checkpoint: bool = False
+             ) -> dict[str, Any]:
+    """Every key of namespace ``ns`` (name relative to ``ns``) with its content:
+    strings as text, sorted sets as sorted (member, score) lists, sets as sorted lists."""
+    out: dict[str, Any] = {}
+    names = [k.decode() if isinstance(k, bytes) else k
+             for k in client.scan_iter(KeyLayout.namespace_pattern(ns), count=2000)]
+    strip = len(ns) + 1
+    pipe = client.pipeline(transaction=False)
+    for name in names:
+        pipe.type(name)
+    types = [t.decode() if isinstance(t, bytes) else t for t in pipe.execute()]
+    pipe = client.pipeline(transaction=False)
+    kept = []
+    for name, typ in zip(names, types, strict=True):
+        rel = name[strip:]
+        if rel == "checkpoint" and not include_checkpoint:
+            continue
+        if typ == "string":
+            pipe.get(name)
+        elif typ == "zset":
+            pipe.zrange(name, 0, -1, withscores=True)
+        elif typ == "set":
+            pipe.smembers(name)
+        else:
+            continue  # expired between SCAN and TYPE
+        kept.append((rel, typ))
+    for (rel, typ), value in zip(kept, pipe.execute(), strict=True):
+        if typ == "string":
+            out[rel] = value.decode() if isinstance(value, bytes) else value
+        elif typ == "zset":
+            out[rel] = sorted((m.decode(), s) for m, s in value)
+        else:
+            out[rel] = sorted(m.decode() for m in value)
+    return out
+
+
+def compare(read_model: ReadModel, ns_a: str, ns_b: str, client: redis.Redis | None = None
+            ) -> list[Difference]:
+    """Keys that differ between namespaces ``ns_a`` and ``ns_b`` (checkpoints aside;
+    missing on one side shows as None). ``client`` reads ``ns_b`` from another Redis."""
+    a = snapshot(read_model.redis, ns_a)
+    b = snapshot(client or read_model.redis, ns_b)
+    return [
+        Difference(key, a.get(key), b.get(key))
+        for key in sorted(set(a) | set(b))
+        if a.get(key) != b.get(key)
+    ]
+
+
+@dataclass(frozen=True)
+class Status:
+    """Where the projection stands."""
+
+    head: int
+    namespace: str
+    checkpoint: int | None
+    building: str | None
+    lag_events: int | None
+    lag_seconds: float | None  # now - time of the oldest unprojected event
+    rebuild_running: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly form."""
+        return dict(self.__dict__)
+
+
+def status(store: EventStore, read_model: ReadModel, now: float | None = None) -> Status:
+    """Head position, live namespace, checkpoint and lag."""
+    now = time.time() if now is None else now
+    head = store.head()
+    ns = read_model.namespace()
+    cp = read_model.checkpoint(ns)
+    lag_events = lag_seconds = None
+    if cp is not None:
+        lag_events = max(0, head - cp)
+        lag_seconds = 0.0
+        if lag_events:
+            oldest = next(iter(store.read_all(cp, limit=1)), None)
+            if oldest is not None:
+                lag_seconds = max(0.0, now - oldest.time)
+    return Status(
+        head=head, namespace=ns, checkpoint=cp, building=read_model.building_namespace(),
+        lag_events=lag_events, lag_seconds=lag_seconds,
+        rebuild_running=bool(read_model.redis.exists(read_model.keys.rebuild_lock)),
+    )

@@ -1,0 +1,87 @@
+"""``oauthledger audit at|token|user``: questions answered from the event log alone."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import click
+
+from events.audit import AuditError, parse_timestamp, state_at, token_history, user_grants
+from services.cli import CliContext, CliError, pass_cli
+
+_FORMAT = click.option("--format", "fmt", type=click.Choice(["text", "json"]),
+                       default="text", show_default=True)
+
+
+@click.group("audit")
+def audit() -> None:
+    """Replay the event log to answer who could do what, and when."""
+
+
+@audit.command("at")
+@click.argument("timestamp")
+@_FORMAT
+@pass_cli
+def at_cmd(cli: CliContext, timestamp: str, fmt: str) -> None:
+    """Consumers and access tokens as they stood at TIMESTAMP (ISO 8601 or epoch)."""
+    try:
+        moment = parse_timestamp(timestamp)
+    except AuditError as exc:
+        raise CliError(str(exc)) from None
+    result = state_at(cli.store, moment)
+    if fmt == "json":
+        click.echo(json.dumps(result.as_dict(), indent=2))
+        return
+    click.echo(f"as of {result.at} (log position {result.position})")
+    click.echo(f"consumers ({len(result.consumers)}):")
+    for c in result.consumers:
+        click.echo(f"  {c.key}  {c.name}{'  [removed]' if c.removed else ''}")
+    valid = [t for t in result.tokens if t.valid]
+    click.echo(f"valid access tokens ({len(valid)} of {len(result.tokens)} issued):")
+    for t in valid:
+        click.echo(f"  {t.token}  user={t.user}  consumer={t.consumer_key}  "
+                   f"issued={t.issued_at}  expires={t.expires_at}")
+
+
+@audit.command("token")
+@click.argument("token")
+@_FORMAT
+@pass_cli
+def token_cmd(cli: CliContext, token: str, fmt: str) -> None:
+    """The whole history of TOKEN and the tokens linked to it."""
+    try:
+        entries = token_history(cli.store, token)
+    except AuditError as exc:
+        raise CliError(str(exc)) from None
+    if fmt == "json":
+        click.echo(json.dumps([dataclasses.asdict(e) for e in entries], indent=2))
+        return
+    for e in entries:
+        details = " ".join(f"{k}={v}" for k, v in e.details.items())
+        click.echo(f"{e.time}  #{e.position}  {e.token}  {e.type}  actor={e.actor}  "
+                   f"request={e.request_id}  {details}".rstrip())
+
+
+@audit.command("user")
+@click.argument("name")
+@_FORMAT
+@pass_cli
+def user_cmd(cli: CliContext, name: str, fmt: str) -> None:
+    """Every grant user NAME made and how it ended."""
+    grants = user_grants(cli.store, name)
+    if fmt == "json":
+        click.echo(json.dumps([dataclasses.asdict(g) for g in grants], indent=2))
+        return
+    if not grants:
+        click.echo(f"{name} made no grants")
+        return
+    for g in grants:
+        ended = f" at {g.ended_at}" if g.ended_at else ""
+        by = f" by {g.ended_by}" if g.ended_by else ""
+        click.echo(f"{g.decided_at}  {g.decision}  consumer={g.consumer_key}  "
+                   f"request={g.request_token}  access={','.join(g.access_tokens) or '-'}  "
+                   f"-> {g.outcome}{ended}{by}")
+
+
+COMMANDS = [audit]

@@ -1,0 +1,69 @@
+"""The Celery app of the workers and of beat (``celery -A workers.celery_app ...``, or
+``oauthledger worker`` / ``oauthledger beat`` which exec that).
+
+Built from :func:`events.settings.load_settings` when this module is imported, which only
+the worker and beat processes do (services never import workers/). No connection is
+opened here: Celery connects when the worker starts, the tasks open the store and Redis
+lazily in each worker process (after the prefork).
+
+Reliability settings (DESIGN.md rule 4): JSON only; ``acks_late`` plus
+``task_reject_on_worker_lost`` so a task whose process dies is redelivered; prefetch of
+one so a dying worker holds back at most one message per process; and every task is
+idempotent, so redelivery and duplicates are harmless. Beat sends the catch-up (closes
+any gap left by lost messages) and the expiry sweep on short fixed intervals; nothing is
+ever scheduled days ahead (rule 5).
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from events.settings import Settings, SettingsError, load_settings
+
+TASK_PROJECT = "oauthledger.project"
+TASK_CATCH_UP = "oauthledger.catch_up"
+TASK_SWEEP = "oauthledger.sweep_expired"
+TASK_REBUILD = "oauthledger.rebuild"
+
+
+def create_app(settings: Settings | None = None) -> Celery:
+    """The configured Celery app (raises :class:`SettingsError` without a broker)."""
+    settings = settings or load_settings()
+    if settings.broker_url is None:
+        raise SettingsError(
+            "OAUTHLEDGER_BROKER_URL",
+            "not set: workers need a broker (the embedded default runs them in-process)",
+        )
+    app = Celery("oauthledger", broker=settings.broker_url, include=["workers.tasks"])
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        task_ignore_result=True,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        worker_hijack_root_logger=False,
+        broker_connection_retry_on_startup=True,
+        timezone="UTC",
+        enable_utc=True,
+        beat_schedule_filename=str(settings.data_dir / "celerybeat-schedule"),
+        beat_schedule={
+            "catch-up": {
+                "task": TASK_CATCH_UP,
+                "schedule": settings.catchup_interval,
+                # A catch-up that waited longer than its interval is superseded by the next.
+                "options": {"expires": max(1.0, settings.catchup_interval)},
+            },
+            "sweep-expired": {
+                "task": TASK_SWEEP,
+                "schedule": settings.sweep_interval,
+                "options": {"expires": max(1.0, settings.sweep_interval)},
+            },
+        },
+    )
+    app.conf.oauthledger_settings = settings
+    return app
+
+
+app = create_app()

@@ -1,0 +1,75 @@
+"""Thin task wrappers around :mod:`events.projection` and :mod:`events.expiry`.
+
+Front ends send these by name (``send_task("oauthledger.project")``). Each task is
+idempotent: projection is checkpointed and version-guarded, the sweep appends with an
+expected version, the rebuild is guarded by a Redis lock.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+from events.connections import open_redis, open_store
+from events.expiry import sweep_expired
+from events.keys import KeyLayout
+from events.projection import RebuildBusy, project_pending, rebuild
+from events.readmodel import ReadModel
+from events.settings import Settings
+from events.store import EventStore
+from workers.celery_app import (
+    TASK_CATCH_UP,
+    TASK_PROJECT,
+    TASK_REBUILD,
+    TASK_SWEEP,
+    app,
+)
+
+_lock = threading.Lock()
+_runtime: dict[int, tuple[EventStore, ReadModel]] = {}
+
+
+def _deps() -> tuple[EventStore, ReadModel]:
+    """Store and read model of this process, opened on first use. Keyed by pid: a
+    prefork child must not share its parent's sockets."""
+    pid = os.getpid()
+    with _lock:
+        found = _runtime.get(pid)
+        if found is None:
+            settings: Settings = app.conf.oauthledger_settings
+            store = open_store(settings)
+            read_model = ReadModel(open_redis(settings), KeyLayout(settings.redis_prefix))
+            found = _runtime[pid] = (store, read_model)
+    return found
+
+
+@app.task(name=TASK_PROJECT)
+def project(batch_size: int = 1000) -> dict[str, Any]:
+    """Project pending events (sent by front ends after each commit)."""
+    store, read_model = _deps()
+    return project_pending(store, read_model, batch_size=batch_size).as_dict()
+
+
+@app.task(name=TASK_CATCH_UP)
+def catch_up() -> dict[str, Any]:
+    """Beat: project whatever lost or delayed messages left behind (rule 4)."""
+    store, read_model = _deps()
+    return project_pending(store, read_model).as_dict()
+
+
+@app.task(name=TASK_SWEEP)
+def sweep() -> dict[str, Any]:
+    """Beat: append Expired events for tokens past due (rule 5)."""
+    store, read_model = _deps()
+    return sweep_expired(store, read_model).as_dict()
+
+
+@app.task(name=TASK_REBUILD)
+def rebuild_task() -> dict[str, Any]:
+    """Replay the log into a fresh namespace and switch to it."""
+    store, read_model = _deps()
+    try:
+        return rebuild(store, read_model).as_dict()
+    except RebuildBusy:
+        return {"skipped": "another rebuild is running"}
