@@ -87,3 +87,13 @@ def test_extra_parameters_order_and_all_kinds() -> None:
     assert p.body() == ("oauth_problem=parameter_rejected&"
                         "oauth_parameters_rejected=xoauth_requestor_id")
     assert str(p) == "parameter_rejected"
+
+
+def test_docs_table_lists_every_code_with_its_status() -> None:
+    """docs/oauth.md's problem table is the operator's reference: it must match STATUS."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "oauth.md").read_text()
+    rows = dict(re.findall(r"^\| `([a-z_]+)` \| (\d{3}) \|", text, flags=re.MULTILINE))
+    assert {k: int(v) for k, v in rows.items()} == STATUS
