@@ -31,12 +31,13 @@ def _token() -> str:
 def make_history(
     store: EventStore, grants: int, *, users: int = 50, consumers: int = 5,
     now: float = 1_750_000_000.0, ttl: float = 7 * 86400, seed: int = 1,
-    chunk: int = 200, sealer: Sealer | None = None,
+    chunk: int = 200, sealer: Sealer | None = None, register: bool = True,
 ) -> History:
     """Append a realistic history: consumers, users, then ``grants`` OAuth dances
     (request token issued, approved or denied, exchanged, access token issued), some of
     whose access tokens are later renewed, revoked or expired. Deterministic given
-    ``seed`` apart from the random token strings."""
+    ``seed`` apart from the random token strings. ``register=False`` reuses the
+    consumers and users an earlier call registered."""
     rnd = random.Random(seed)
     sealer = sealer or Sealer(KeyRing.generate())
     h = History()
@@ -51,15 +52,17 @@ def make_history(
     for i in range(consumers):
         key = f"consumer-{i}"
         h.consumers.append(key)
-        writes.append(StreamWrite(consumer_stream(key), 0, [ev.ConsumerRegistered(
-            key=key, name=f"App {i}", description="scripted", callback_url=None,
-            public_key=None, secret_sealed=sealer.seal("cs" + str(i)),
-            signature_methods=("HMAC-SHA1",))]))
+        if register:
+            writes.append(StreamWrite(consumer_stream(key), 0, [ev.ConsumerRegistered(
+                key=key, name=f"App {i}", description="scripted", callback_url=None,
+                public_key=None, secret_sealed=sealer.seal("cs" + str(i)),
+                signature_methods=("HMAC-SHA1",))]))
     for i in range(users):
         name = f"user{i}"
         h.users.append(name)
-        writes.append(StreamWrite(user_stream(name), 0, [
-            ev.UserRegistered(name=name, display_name=f"User {i}", password_hash=None)]))
+        if register:
+            writes.append(StreamWrite(user_stream(name), 0, [
+                ev.UserRegistered(name=name, display_name=f"User {i}", password_hash=None)]))
     flush()
     for g in range(grants):
         consumer = rnd.choice(h.consumers)
