@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import random
 import threading
+import uuid
 from collections.abc import Callable
 
 import pytest
@@ -286,3 +287,39 @@ def test_locked_appender_makes_the_late_writer_wait(store: EventStore) -> None:
     t.join(JOIN_TIMEOUT)
     assert finished.is_set()
     assert [(r.position, r.stream_id) for r in store.read_all()] == [(1, "token-0"), (2, "token-b")]
+
+
+def test_stores_in_different_schemas_do_not_wait_for_each_other(pg_url: str) -> None:
+    """The PostgreSQL lock is keyed by the events table's OID: an append in one schema
+    proceeds while another schema's append lock is held."""
+    from tests.conftest import PG_URL, pg_schema_url
+
+    other_schema = "t_" + uuid.uuid4().hex[:12]
+    admin = sa.create_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f"CREATE SCHEMA {other_schema}")
+    first, second = EventStore.from_url(pg_url), EventStore.from_url(pg_schema_url(other_schema))
+    try:
+        upgrade(first.engine)
+        upgrade(second.engine)
+        done = threading.Event()
+        with first.engine.connect() as holder:
+            holder.begin()
+            holder.exec_driver_sql(PG_APPEND_LOCK_SQL)
+
+            def append_elsewhere() -> None:
+                second.append("token-x", 0, [revoked(1, by="other schema")])
+                done.set()
+
+            t = threading.Thread(target=append_elsewhere, daemon=True)
+            t.start()
+            t.join(JOIN_TIMEOUT)
+            assert done.is_set(), "an append in another schema waited for this schema's lock"
+            holder.rollback()
+        assert second.head() == 1 and first.head() == 0
+    finally:
+        first.engine.dispose()
+        second.engine.dispose()
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA {other_schema} CASCADE")
+        admin.dispose()
