@@ -97,6 +97,7 @@ class VerifyResult:
     count: int
     bad_position: int | None = None
     reason: str | None = None
+    head_hash: str | None = None  # hash of the last intact row: the value to anchor
 
 
 def now_iso(clock: Callable[[], float] = time.time) -> str:
@@ -468,7 +469,7 @@ class EventStore:
                 progress(count)
         if progress is not None:
             progress(count)
-        return VerifyResult(True, count)
+        return VerifyResult(True, count, head_hash=prev_hash)
 
 
 def _check_stream_id(stream_id: str) -> None:

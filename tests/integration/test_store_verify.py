@@ -89,6 +89,7 @@ def test_intact_chain_is_ok_and_counted(filled: EventStore) -> None:
     assert result.ok
     assert result.count == N
     assert result.bad_position is None and result.reason is None
+    assert result.head_hash == filled.head_hash()
     assert reported[-1] == N
 
 
