@@ -280,3 +280,25 @@ def consumer_public_view(state: ConsumerState, outstanding: int | None = None) -
     if outstanding is not None:
         out["tokensOutstanding"] = outstanding
     return out
+
+
+def consumer_history(ledger: Ledger, key: str, limit: int = 50) -> list[dict[str, Any]]:
+    """The consumer's recent events from the log, newest first: what happened, when, who
+    did it and in which request. Changed fields are named, never their values (a sealed
+    secret is still a secret)."""
+    out: list[dict[str, Any]] = []
+    for rec in ledger.store.read_stream(consumer_stream(key)):
+        meta = rec.meta
+        event = rec.event
+        if isinstance(event, ev.ConsumerUpdated):
+            summary = "changed " + ", ".join(sorted(event.changes))
+        elif isinstance(event, ev.ConsumerRegistered):
+            summary = f"registered as {event.name!r}"
+        elif isinstance(event, ev.ConsumerRemoved):
+            summary = "removed; its tokens were revoked"
+        else:  # pragma: no cover - consumer streams hold only the three types above
+            summary = rec.type
+        out.append({"version": rec.stream_version, "type": rec.type, "time": rec.time,
+                    "actor": meta.get("actor"), "requestId": meta.get("request_id"),
+                    "summary": summary})
+    return out[::-1][:limit]

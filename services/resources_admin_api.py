@@ -106,8 +106,11 @@ class ConsumerResource(ApiBase):
     def on_get(self, req: falcon.Request, resp: falcon.Response, key: str) -> None:
         api_admin(req, self.deps)
         state = svc.load_consumer(self.deps.ledger, key)
-        resp.media = svc.consumer_public_view(
+        body = svc.consumer_public_view(
             state, svc.outstanding_tokens(self.deps.ledger, [key])[key])
+        if req.get_param("include") == "history":
+            body["history"] = svc.consumer_history(self.deps.ledger, key)
+        resp.media = body
 
     def on_patch(self, req: falcon.Request, resp: falcon.Response, key: str) -> None:
         admin = api_admin(req, self.deps)

@@ -1,0 +1,306 @@
+"""The OpenAPI 3 description of the JSON API under /rest/oauthledger/1/, served at
+/rest/oauthledger/1/openapi.json. A test walks the Falcon router and checks that every
+route and method under the prefix is described here and every described one exists."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+API = "/rest/oauthledger/1"
+
+_PROBLEM = {"$ref": "#/components/schemas/Problem"}
+
+
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"content": {"application/json": {"schema": schema}}}
+
+
+def _ok(description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"description": description}
+    if schema is not None:
+        out.update(_json(schema))
+    return out
+
+
+def _problem(description: str) -> dict[str, Any]:
+    return {"description": description,
+            "content": {"application/problem+json": {"schema": _PROBLEM}}}
+
+
+def _ref(name: str) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _list_of(field: str, item: str) -> dict[str, Any]:
+    return {"type": "object", "required": [field],
+            "properties": {field: {"type": "array", "items": _ref(item)}}}
+
+
+def _op(summary: str, responses: dict[str, Any], *, admin: bool = True,
+        body: dict[str, Any] | None = None, params: list[dict[str, Any]] | None = None,
+        security: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """One operation. Admin operations refuse anonymous callers (401) and non-admins (403)."""
+    out: dict[str, Any] = {"summary": summary, "responses": dict(responses)}
+    if admin:
+        out["responses"].setdefault("401", _problem("not signed in / wrong credentials"))
+        out["responses"].setdefault("403", _problem("signed in, but not an administrator"))
+    if body is not None:
+        out["requestBody"] = {"required": True, **_json(body)}
+        out["responses"].setdefault("415", _problem("the body is not application/json"))
+        out["responses"].setdefault("400", _problem("the body is not a JSON object"))
+    if params:
+        out["parameters"] = params
+    if security is not None:
+        out["security"] = security
+    return out
+
+
+def _path_param(name: str, description: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "description": description,
+            "schema": {"type": "string"}}
+
+
+def _query(name: str, description: str, enum: list[str] | None = None) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string"}
+    if enum:
+        schema["enum"] = enum
+    return {"name": name, "in": "query", "required": False, "description": description,
+            "schema": schema}
+
+
+_STR = {"type": "string"}
+_BOOL = {"type": "boolean"}
+_NSTR = {"type": "string", "nullable": True}
+_METHODS = ["HMAC-SHA1", "HMAC-SHA256", "HMAC-SHA512", "RSA-SHA1", "RSA-SHA256",
+            "RSA-SHA512", "PLAINTEXT"]
+
+_CONSUMER_FIELDS = {
+    "name": _STR, "description": _STR, "callbackUrl": _NSTR,
+    "publicKey": {**_NSTR, "description": "PEM public key or X.509 certificate"},
+    "sharedSecret": {**_STR, "writeOnly": True, "minLength": 8, "maxLength": 512},
+    "generateSecret": {**_BOOL, "writeOnly": True,
+                       "description": "generate a shared secret, returned once"},
+    "signatureMethods": {"type": "array", "items": {"type": "string", "enum": _METHODS}},
+    "threeLegged": _BOOL, "twoLeggedUser": _NSTR, "allowImpersonation": _BOOL,
+    "allowOAuth10": _BOOL, "allowPlaintextOverHttp": _BOOL,
+}
+
+SCHEMAS: dict[str, Any] = {
+    "Problem": {
+        "type": "object", "description": "RFC 9457 problem details",
+        "properties": {"type": _STR, "title": _STR, "status": {"type": "integer"},
+                       "detail": _STR,
+                       "errors": {"type": "object", "additionalProperties": _STR,
+                                  "description": "message per invalid field (422)"}},
+    },
+    "Consumer": {
+        "type": "object",
+        "properties": {"key": _STR, **{k: v for k, v in _CONSUMER_FIELDS.items()
+                                       if not v.get("writeOnly")},
+                       "hasSharedSecret": _BOOL, "tokensOutstanding": {"type": "integer"},
+                       "version": {"type": "integer"},
+                       "sharedSecret": {**_STR, "description":
+                                        "only in the answer that generated it"},
+                       "history": {"type": "array", "items": _ref("HistoryEntry")}},
+    },
+    "ConsumerCreate": {
+        "type": "object", "required": ["key", "name"], "additionalProperties": False,
+        "properties": {"key": {**_STR, "maxLength": 200}, **_CONSUMER_FIELDS},
+    },
+    "ConsumerUpdate": {
+        "type": "object", "additionalProperties": False,
+        "properties": {"key": {**_STR, "description": "may be sent, but cannot change"},
+                       **_CONSUMER_FIELDS},
+    },
+    "HistoryEntry": {
+        "type": "object",
+        "properties": {"version": {"type": "integer"}, "type": _STR,
+                       "time": {"type": "number"}, "actor": _NSTR, "requestId": _NSTR,
+                       "summary": _STR},
+    },
+    "ConsumerInfo": {
+        "type": "object",
+        "properties": {"key": _STR, "name": _STR, "description": _STR, "publicKey": _STR,
+                       "version": {"type": "integer"}},
+    },
+    "ConsumerInfoUpdate": {
+        "type": "object", "additionalProperties": False,
+        "properties": {"name": {**_STR, "maxLength": 255},
+                       "description": {**_STR, "maxLength": 2000}},
+    },
+    "RemoteConsumerInfo": {
+        "type": "object",
+        "properties": {"url": _STR, "key": _STR, "name": _STR, "description": _STR,
+                       "publicKey": _STR, "callbackUrl": _NSTR},
+    },
+    "ServiceProvider": {
+        "type": "object",
+        "properties": {"name": _STR, "description": _STR, "consumerKey": _STR,
+                       "signatureMethod": {"type": "string",
+                                           "enum": ["HMAC-SHA1", "RSA-SHA1"]},
+                       "hasSharedSecret": _BOOL, "useRsaKey": _BOOL,
+                       "requestTokenUrl": _STR, "authorizeUrl": _STR,
+                       "accessTokenUrl": _STR, "version": {"type": "integer"}},
+    },
+    "ServiceProviderCreate": {
+        "type": "object", "additionalProperties": False,
+        "required": ["name", "consumerKey", "requestTokenUrl", "authorizeUrl",
+                     "accessTokenUrl"],
+        "properties": {"name": {**_STR, "maxLength": 100}, "description": _STR,
+                       "consumerKey": _STR,
+                       "sharedSecret": {**_STR, "writeOnly": True,
+                                        "description": "unless useRsaKey"},
+                       "useRsaKey": {**_BOOL, "description":
+                                     "sign with this installation's RSA key"},
+                       "requestTokenUrl": _STR, "authorizeUrl": _STR, "accessTokenUrl": _STR},
+    },
+    "AccessToken": {
+        "type": "object",
+        "properties": {"token": _STR, "user": _STR, "consumerKey": _STR,
+                       "consumerName": _STR, "consumerDescription": _STR,
+                       "issuedAt": {"type": "integer"}, "expiresAt": {"type": "integer"},
+                       "status": {"type": "string",
+                                  "enum": ["active", "expired", "revoked", "renewed"]}},
+    },
+}
+
+_STATUS = _query("status", "only tokens in this status",
+                 ["active", "expired", "revoked", "renewed"])
+_NOT_FOUND = _problem("no such entity")
+_INVALID = _problem("invalid input; `errors` names each bad field")
+
+
+def _paths() -> dict[str, Any]:
+    key = _path_param("key", "the consumer key (may contain slashes)")
+    name = _path_param("name", "the service provider's name")
+    token = _path_param("token", "the access token")
+    return {
+        "/openapi.json": {"get": _op("This document", {"200": _ok("OpenAPI 3 document")},
+                                     admin=False, security=[])},
+        "/verify": {"post": _op(
+            "Verify a signed request on behalf of another resource server",
+            {"200": _ok("valid: true with user and consumer, or valid: false with the "
+                        "oauth_problem to relay"),
+             "400": _problem("the body is not the JSON described"),
+             "401": _problem("the resource server's credentials were refused")},
+            admin=False, security=[{"resourceServer": []}],
+            body={"type": "object", "properties": {
+                "method": _STR, "url": _STR, "headers": {"type": "object"}, "body": _STR}})},
+        "/consumers": {
+            "get": _op("List consumers", {"200": _ok("consumers",
+                                                     _list_of("consumers", "Consumer"))}),
+            "post": _op("Register a consumer",
+                        {"201": _ok("registered; a generated secret is returned once",
+                                    _ref("Consumer")),
+                         "409": _problem("the key is in use"), "422": _INVALID},
+                        body=_ref("ConsumerCreate")),
+        },
+        "/consumers/{key}": {
+            "get": _op("One consumer (with ?include=history, its recent events)",
+                       {"200": _ok("the consumer", _ref("Consumer")), "404": _NOT_FOUND},
+                       params=[key, _query("include", "history: add the recent events",
+                                           ["history"])]),
+            "patch": _op("Change a consumer (never its key)",
+                         {"200": _ok("the consumer", _ref("Consumer")), "404": _NOT_FOUND,
+                          "409": _problem("changed concurrently; retry"), "422": _INVALID},
+                         body=_ref("ConsumerUpdate"), params=[key]),
+            "put": _op("Same as PATCH", {"200": _ok("the consumer", _ref("Consumer")),
+                                         "404": _NOT_FOUND, "422": _INVALID},
+                       body=_ref("ConsumerUpdate"), params=[key]),
+            "delete": _op("Remove a consumer and revoke all its tokens at once",
+                          {"200": _ok("removed", {"type": "object", "properties": {
+                              "removed": _STR, "tokensRevoked": {"type": "integer"}}}),
+                           "404": _NOT_FOUND}, params=[key]),
+        },
+        "/consumer-info": {
+            "get": _op("This installation's consumer identity (generated on first use)",
+                       {"200": _ok("identity", _ref("ConsumerInfo"))}),
+            "patch": _op("Change its name and description",
+                         {"200": _ok("identity", _ref("ConsumerInfo")), "422": _INVALID},
+                         body=_ref("ConsumerInfoUpdate")),
+        },
+        "/consumer-info/rotate": {
+            "post": _op("Replace the RSA key pair",
+                        {"200": _ok("identity with the new public key",
+                                    _ref("ConsumerInfo"))}),
+        },
+        "/remote-consumer-info": {
+            "get": _op("Fetch another application's consumer-info XML (stores nothing)",
+                       {"200": _ok("what the other application says",
+                                   _ref("RemoteConsumerInfo")),
+                        "422": _problem("bad URL, unreachable, too large, or not "
+                                        "consumer-info XML")},
+                       params=[{**_query("baseUrl", "the application's base URL"),
+                                "required": True}]),
+        },
+        "/service-providers": {
+            "get": _op("List service providers",
+                       {"200": _ok("providers", _list_of("serviceProviders",
+                                                         "ServiceProvider"))}),
+            "post": _op("Add a service provider",
+                        {"201": _ok("added", _ref("ServiceProvider")),
+                         "409": _problem("the name is in use"), "422": _INVALID},
+                        body=_ref("ServiceProviderCreate")),
+        },
+        "/service-providers/{name}": {
+            "get": _op("One service provider", {"200": _ok("provider",
+                                                          _ref("ServiceProvider")),
+                                               "404": _NOT_FOUND}, params=[name]),
+            "delete": _op("Remove a service provider",
+                          {"200": _ok("removed"), "404": _NOT_FOUND}, params=[name]),
+        },
+        "/tokens": {
+            "get": _op("Every user's access tokens, newest first",
+                       {"200": _ok("tokens", _list_of("tokens", "AccessToken")),
+                        "422": _INVALID},
+                       params=[_query("user", "only this user's tokens"),
+                               _query("consumer", "only this consumer's tokens"), _STATUS]),
+        },
+        "/tokens/{token}": {
+            "get": _op("One access token", {"200": _ok("token", _ref("AccessToken")),
+                                            "404": _NOT_FOUND}, params=[token]),
+            "delete": _op("Revoke an access token (effective on the next request)",
+                          {"200": _ok("the revoked token", _ref("AccessToken")),
+                           "404": _NOT_FOUND}, params=[token]),
+        },
+        "/users/me/access-tokens": {
+            "get": _op("The signed-in user's own access tokens",
+                       {"200": _ok("tokens", _list_of("tokens", "AccessToken")),
+                        "401": _problem("not signed in"), "422": _INVALID},
+                       admin=False, params=[_STATUS]),
+        },
+        "/users/me/access-tokens/{token}": {
+            "delete": _op("Revoke one of the signed-in user's own tokens",
+                          {"200": _ok("the revoked token", _ref("AccessToken")),
+                           "401": _problem("not signed in"),
+                           "404": _problem("no such token of this user")},
+                          admin=False, params=[token]),
+        },
+    }
+
+
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI 3.0 document (a fresh copy each call)."""
+    return copy.deepcopy({
+        "openapi": "3.0.3",
+        "info": {"title": "oauthledger admin API", "version": "1",
+                 "description": "Consumers, this installation's consumer info, service "
+                                "providers and access tokens. Errors are "
+                                "application/problem+json (RFC 9457)."},
+        "servers": [{"url": API}],
+        "security": [{"basic": []}, {"session": []}],
+        "paths": _paths(),
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {
+                "basic": {"type": "http", "scheme": "basic",
+                          "description": "an admin's name and password"},
+                "session": {"type": "apiKey", "in": "cookie", "name": "oauthledger_session",
+                            "description": "the browser session; changes must be sent as "
+                                           "application/json"},
+                "resourceServer": {"type": "http", "scheme": "basic",
+                                   "description": "a resource server's id and secret"},
+            },
+        },
+    })
