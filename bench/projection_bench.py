@@ -1,0 +1,214 @@
+"""Projection benchmark: prints figures, never asserts.
+
+1. Rebuild rate: replay N events (default 1,000,000) from SQLite and from PostgreSQL
+   into a fresh Redis namespace (whole rebuild: read, fold, write, catch-up, switch).
+2. Projection lag commit -> visible through the real worker path: a Celery worker
+   process (Redis broker) woken by a task per commit, at 200 events/s; p50/p99 of the
+   time from the append returning to the checkpoint covering that event in Redis.
+3. Redis bytes per active access token: MEMORY USAGE of the token key, plus the token's
+   share of the expiry sorted set and of the user-token sets (their MEMORY USAGE divided
+   by their members). Not counted: the expires-dict entry Redis keeps for the key's
+   EXPIREAT and hash-table bucket arrays (Redis does not report them per key).
+
+    .venv/bin/python bench/projection_bench.py [--events 1000000] [--skip-lag]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import redis
+import sqlalchemy as sa
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from events import catalog as ev  # noqa: E402
+from events.keys import KeyLayout  # noqa: E402
+from events.migrate import upgrade  # noqa: E402
+from events.projection import delete_namespace, project_pending, rebuild  # noqa: E402
+from events.readmodel import ReadModel  # noqa: E402
+from events.state import token_stream  # noqa: E402
+from events.store import EventStore  # noqa: E402
+from tests.integration.test_projection_support import make_history  # noqa: E402
+
+PG = os.environ.get("OAUTHLEDGER_TEST_POSTGRES_URL",
+                    "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+REDIS = os.environ.get("OAUTHLEDGER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def fill(store: EventStore, events: int) -> int:
+    """Append about ``events`` events (about 4.2 events per grant)."""
+    t = time.perf_counter()
+    h = make_history(store, int(events / 4.2), users=max(50, events // 40), consumers=50,
+                     now=time.time(), chunk=2000)
+    print(f"  appended {h.events:,} events in {time.perf_counter() - t:.1f} s")
+    return h.events
+
+
+def bench_rebuild(name: str, store: EventStore, client: redis.Redis, events: int) -> ReadModel:
+    fill(store, events)
+    rm = ReadModel(client, KeyLayout("olbench-" + uuid.uuid4().hex[:6]))
+    best = None
+    for _ in range(2):
+        result = rebuild(store, rm)
+        best = result if best is None or result.seconds < best.seconds else best
+    print(f"  {name}: rebuild of {best.events:,} events ({best.entities:,} entities) "
+          f"in {best.seconds:.2f} s = {best.rate:,.0f} events/s (best of 2)")
+    return rm
+
+
+def memory_per_token(rm: ReadModel) -> None:
+    client = rm.redis
+    ns = rm.namespace()
+    tokens = [m.decode() for m in client.zrange(KeyLayout.expiry(ns), 0, 4999)]
+    if not tokens:
+        print("  no active tokens")
+        return
+    key_bytes = statistics.mean(
+        client.memory_usage(KeyLayout.entity(ns, "t", t), samples=0) for t in tokens)
+    n_active = client.zcard(KeyLayout.expiry(ns))
+    zset = client.memory_usage(KeyLayout.expiry(ns), samples=0) / n_active
+    set_bytes = members = 0
+    for key in client.scan_iter(f"{ns}:ut:*", count=5000):
+        set_bytes += client.memory_usage(key, samples=0)
+        members += client.scard(key)
+    sets = set_bytes / max(1, members)
+    sample = client.get(KeyLayout.entity(ns, "t", tokens[0]))
+    print(f"  active access tokens: {n_active:,}; sample value {len(sample)} bytes")
+    print(f"  bytes per active access token: key {key_bytes:.0f} + expiry zset share "
+          f"{zset:.0f} + user-set share {sets:.0f} = {key_bytes + zset + sets:.0f}")
+
+
+def bench_lag(rate: float, seconds: float, client: redis.Redis) -> None:
+    schema = "bench_" + uuid.uuid4().hex[:8]
+    admin = sa.create_engine(PG)
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    url = f"{PG}?options=-csearch_path%3D{schema}"
+    store = EventStore.from_url(url)
+    upgrade(store.engine)
+    prefix = "olbench-" + uuid.uuid4().hex[:6]
+    rm = ReadModel(client, KeyLayout(prefix))
+    project_pending(store, rm)
+    broker_db = 7
+    base = REDIS.rsplit("/", 1)[0]
+    broker = f"{base}/{broker_db}"
+    redis.Redis.from_url(broker).flushdb()
+    data = tempfile.mkdtemp()
+    env = {**os.environ, "OAUTHLEDGER_DATABASE_URL": url, "OAUTHLEDGER_REDIS_URL": REDIS,
+           "OAUTHLEDGER_BROKER_URL": broker, "OAUTHLEDGER_REDIS_PREFIX": prefix,
+           "OAUTHLEDGER_DATA_DIR": data}
+    exe = Path(sys.executable).with_name("oauthledger")
+    log = open(Path(data) / "worker.log", "wb")  # noqa: SIM115
+    worker = subprocess.Popen([str(exe), "worker", "-c", "2", "-n", f"bench{prefix}@%h",
+                               "-l", "WARNING"], env=env, stdout=log, stderr=log,
+                              start_new_session=True)
+    from celery import Celery
+
+    app = Celery("bench", broker=broker)
+    app.conf.update(task_serializer="json", accept_content=["json"])
+    try:
+        time.sleep(6)  # worker start-up
+        lags: list[float] = []
+        pending: list[tuple[int, float]] = []
+        lock = threading.Lock()
+        done = threading.Event()
+
+        def watch() -> None:
+            while not done.is_set() or pending:
+                cp = rm.checkpoint() or 0
+                t = time.perf_counter()
+                with lock:
+                    while pending and pending[0][0] <= cp:
+                        lags.append(t - pending.pop(0)[1])
+                time.sleep(0.0005)
+                if done.is_set() and time.perf_counter() - end > 10:
+                    break
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        interval = 1 / rate
+        next_at = time.perf_counter()
+        n = int(rate * seconds)
+        for i in range(n):
+            token = f"lag{i}"
+            rows = store.append(token_stream(token), 0, [ev.RequestTokenIssued(
+                token=token, consumer_key="c", secret_sealed="x", callback="oob",
+                expires_at=time.time() + 600)])
+            committed = time.perf_counter()
+            with lock:
+                pending.append((rows[-1].position, committed))
+            app.send_task("oauthledger.project", ignore_result=True)
+            next_at += interval
+            time.sleep(max(0.0, next_at - time.perf_counter()))
+        end = time.perf_counter()
+        done.set()
+        watcher.join()
+        lags.sort()
+        q = statistics.quantiles(lags, n=100)
+        print(f"  lag at {rate:.0f} events/s over {len(lags)} events: p50 "
+              f"{q[49] * 1000:.1f} ms, p99 {q[98] * 1000:.1f} ms, max {lags[-1] * 1000:.1f} ms")
+    finally:
+        os.killpg(worker.pid, 15)
+        worker.wait(30)
+        app.close()
+        delete_namespace(client, rm.namespace())
+        for key in client.scan_iter(f"{prefix}:*"):
+            client.delete(key)
+        redis.Redis.from_url(broker).flushdb()
+        store.engine.dispose()
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--skip-lag", action="store_true")
+    parser.add_argument("--lag-seconds", type=float, default=20)
+    args = parser.parse_args()
+    client = redis.Redis.from_url(REDIS)
+
+    print("SQLite:")
+    with tempfile.TemporaryDirectory() as d:
+        store = EventStore.from_url(f"sqlite:///{d}/events.sqlite3")
+        upgrade(store.engine)
+        rm = bench_rebuild("SQLite", store, client, args.events)
+        memory_per_token(rm)
+        delete_namespace(client, rm.namespace())
+        for key in client.scan_iter(rm.keys.pattern()):
+            client.delete(key)
+
+    print("PostgreSQL:")
+    schema = "bench_" + uuid.uuid4().hex[:8]
+    admin = sa.create_engine(PG)
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    try:
+        store = EventStore.from_url(f"{PG}?options=-csearch_path%3D{schema}")
+        upgrade(store.engine)
+        rm = bench_rebuild("PostgreSQL", store, client, args.events)
+        delete_namespace(client, rm.namespace())
+        for key in client.scan_iter(rm.keys.pattern()):
+            client.delete(key)
+        store.engine.dispose()
+    finally:
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+
+    if not args.skip_lag:
+        print("Projection lag through a real Celery worker (PostgreSQL store):")
+        bench_lag(200, args.lag_seconds, client)
+
+
+if __name__ == "__main__":
+    main()
