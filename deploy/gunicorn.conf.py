@@ -22,5 +22,8 @@ keepalive = 5
 accesslog = "-"
 errorlog = "-"
 loglevel = "info"
+# gunicorn's control socket defaults to one path per user: several instances on one host
+# (front ends, tests) would fight over it, and nothing here uses it.
+control_socket_disable = True
 # Forwarded headers are trusted per OAUTHLEDGER_TRUSTED_PROXIES by the app itself.
 forwarded_allow_ips = ""
