@@ -1,0 +1,76 @@
+"""Any route of the app can be protected like /rest/api/2/myself: by the middleware
+(``oauth_protected = True``) or by the ``require_oauth`` hook."""
+
+from __future__ import annotations
+
+import falcon
+import falcon.testing
+import pytest
+from oauthlib.oauth1 import Client
+
+from events.sealing import KeyRing, Sealer
+from events.settings import load_settings
+from services import dance
+from services.app import create_app
+from services.consumers import ConsumerInput, register_consumer
+from services.deps import Deps
+from services.protect import require_oauth
+from services.users import register_user
+
+META = {"actor": "test"}
+
+
+class Marked:
+    oauth_protected = True
+
+    def on_get(self, req, resp):
+        resp.media = {"user": req.context.oauth.user}
+
+
+@pytest.fixture
+def setup(pg_url, redis_client, key_layout, tmp_path):
+    from events.connections import open_store
+    from events.migrate import upgrade
+
+    settings = load_settings({"OAUTHLEDGER_DATA_DIR": str(tmp_path),
+                              "OAUTHLEDGER_DATABASE_URL": pg_url})
+    store = open_store(settings)
+    upgrade(store.engine)
+    deps = Deps(settings=settings, store=store, redis=redis_client,
+                sealer=Sealer(KeyRing.generate()), wake=lambda: None, layout=key_layout)
+    register_user(deps.ledger, "bob", "bob-password", meta=META)
+    consumer, secret = register_consumer(
+        deps.ledger, deps.sealer, "c1", ConsumerInput(name="C1", generate_secret=True), META)
+    issued = dance.issue_request_token(deps.ledger, deps.sealer, settings, consumer, "oob", META)
+    rt, _ = deps.ledger.load(f"token-{issued.token}")
+    verifier = dance.decide(deps.ledger, deps.sealer, rt, "bob", True, META)
+    rt, _ = deps.ledger.load(f"token-{issued.token}")
+    access = dance.exchange(deps.ledger, deps.sealer, settings, rt, verifier, META)
+
+    class Hooked:
+        @falcon.before(require_oauth(deps))
+        def on_get(self, req, resp):
+            resp.media = {"user": req.context.oauth.user}
+
+    app = create_app(deps)
+    app.add_route("/custom/marked", Marked())
+    app.add_route("/custom/hooked", Hooked())
+    client = Client("c1", client_secret=secret, resource_owner_key=access.token,
+                    resource_owner_secret=access.secret)
+    yield falcon.testing.TestClient(app), client
+    store.engine.dispose()
+
+
+@pytest.mark.parametrize("path", ["/custom/marked", "/custom/hooked"])
+def test_custom_routes_are_protected(setup, path):
+    app, client = setup
+    url = f"http://falconframework.org{path}"
+    _, headers, _ = client.sign(url)
+    ok = app.simulate_get(path, headers=headers)
+    assert ok.status_code == 200 and ok.json == {"user": "bob"}
+    replay = app.simulate_get(path, headers=headers)
+    assert replay.status_code == 401
+    assert 'oauth_problem="nonce_used"' in replay.headers["WWW-Authenticate"]
+    anonymous = app.simulate_get(path)
+    assert anonymous.status_code == 400
+    assert "oauth_problem=parameter_absent" in anonymous.text
