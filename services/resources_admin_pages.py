@@ -40,6 +40,7 @@ NOTICES = {
     "consumer-removed": "The consumer was removed and all its tokens were revoked.",
     "info-updated": "The consumer info was saved.",
     "key-rotated": "A new key pair was generated. Give service providers the new public key.",
+    "provider-added": "The service provider was added.",
     "provider-removed": "The service provider was removed.",
     "token-revoked": "The access token was revoked. The application can no longer use it.",
     "token-gone": "That token was already revoked, renewed or expired.",
@@ -380,10 +381,10 @@ class ProvidersPage(_Page):
 
     def _show(self, req: falcon.Request, resp: falcon.Response, user: UserState,
               sess: Session, values: dict[str, Any], errors: dict[str, str],
-              status: int = 200, added: Any = None) -> None:
+              status: int = 200) -> None:
         self.page(resp, "admin_providers.html", user, sess, status=status,
                   tab="service-providers", providers=prov.list_providers(self.deps.ledger),
-                  values=values, errors=errors, notice=_notice(req), added=added)
+                  values=values, errors=errors, notice=_notice(req))
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         who = _admin(req, resp, self.deps)
@@ -417,8 +418,8 @@ class ProvidersPage(_Page):
             self._show(req, resp, user, sess, values, errors,
                        status=422 if isinstance(exc, ValidationError) else 409)
             return
-        self._show(req, resp, user, sess, dict(_EMPTY_PROVIDER), {}, status=201,
-                   added=state)
+        raise _see_other(f"{ADMIN}/service-providers/view", name=state.name,
+                         done="provider-added")
 
 
 class ProviderViewPage(_Page):
@@ -437,7 +438,7 @@ class ProviderViewPage(_Page):
             return
         info = inst.load_installation(self.deps.ledger)
         self.page(resp, "admin_provider_view.html", *who, tab="service-providers",
-                  provider=state, info=info)
+                  provider=state, info=info, notice=_notice(req))
 
 
 class ProviderRemoveAction(_Page):

@@ -186,13 +186,17 @@ def test_admin_adds_edits_consumers_and_user_revokes_a_token(browser, stacks):
     page.fill("#f-authorize_url", "https://photos.example.net/authorize")
     page.fill("#f-access_token_url", "https://photos.example.net/token")
     page.click("#add-provider")
+    assert page.locator("#provider-name").inner_text() == "Example Photos"
+    assert page.locator(".notice").inner_text() == "The service provider was added."
+    shot(page, "13-admin-service-provider-view")
+    page.get_by_role("link", name="Back to service providers").click()
     assert "Example Photos" in page.locator("#providers").inner_text()
-    shot(page, "13-admin-service-providers")
+    shot(page, "14-admin-service-providers")
     admin_phone = browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True,
                                       device_scale_factor=2, storage_state=ctx.storage_state())
     ppage = admin_phone.new_page()
-    for path, name in ((ADMIN, "14-admin-consumers-phone"),
-                       (ADMIN + "/consumers/edit?key=" + KEY, "15-admin-consumer-edit-phone")):
+    for path, name in ((ADMIN, "15-admin-consumers-phone"),
+                       (ADMIN + "/consumers/edit?key=" + KEY, "16-admin-consumer-edit-phone")):
         ppage.goto(a.url + path)
         # Nothing wider than the phone's screen: no sideways scrolling.
         assert ppage.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]

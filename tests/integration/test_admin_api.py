@@ -438,3 +438,20 @@ def test_tokens_list_filter_revoke(client, deps):
     assert own.status_code == 200 and own.json["status"] == "revoked"
     rec = deps.store.read_stream(token_stream(t2))[-1]
     assert rec.meta["actor"] == "alice"
+
+
+# -- docs/admin.md -------------------------------------------------------------------------
+
+DOC = __import__("pathlib").Path(__file__).resolve().parents[2] / "docs" / "admin.md"
+
+
+def test_docs_route_table_and_example_match_the_api(client):
+    text = DOC.read_text()
+    documented = {re.sub(r"\?.*", "", m) for m in re.findall(r"^\| `(/[^`]+)` \|", text, re.M)
+                  if not m.startswith("/plugins")}
+    doc = client.simulate_get(f"{API}/openapi.json").json
+    assert documented == set(doc["paths"]) - {"/openapi.json", "/verify"}
+    # The curl example registers a consumer as shown.
+    payload = json.loads(re.search(r"-d '(\{.*?\})'", text).group(1))
+    resp = call(client, "POST", "/consumers", body=payload)
+    assert resp.status_code == 201 and resp.json["sharedSecret"]
