@@ -59,9 +59,23 @@ def rate(count: int, seconds: float) -> str:
 
 
 def timed(fn: Callable[[], int]) -> tuple[int, float]:
-    t0 = time.perf_counter()
+    """Run ``fn``; return its count and wall-clock seconds. Also remembers the CPU
+    seconds this process spent, printed by :func:`cpu_note` (the machine is shared:
+    a low CPU share means other work was running)."""
+    global _last_cpu
+    t0, c0 = time.perf_counter(), time.process_time()
     n = fn()
-    return n, time.perf_counter() - t0
+    wall = time.perf_counter() - t0
+    _last_cpu = (time.process_time() - c0, wall)
+    return n, wall
+
+
+_last_cpu = (0.0, 1.0)
+
+
+def cpu_note() -> str:
+    cpu, wall = _last_cpu
+    return f"client CPU {cpu:.1f}s of {wall:.1f}s wall"
 
 
 @contextmanager
@@ -162,7 +176,8 @@ def bench_backend(store: EventStore, args: argparse.Namespace) -> None:
         return args.single
 
     n, dt = timed(single)
-    print(f"  {'append, 1 event per call':34s} {rate(n, dt)}   ({n:,} calls, new stream each)")
+    print(f"  {'append, 1 event per call':34s} {rate(n, dt)}   ({n:,} calls, new stream each, "
+          f"{cpu_note()})")
 
     def same_stream() -> int:
         for i in range(args.single):
@@ -208,7 +223,7 @@ def bench_backend(store: EventStore, args: argparse.Namespace) -> None:
 
     n, dt = timed(load)
     print(f"  {'bulk load (append_many)':34s} {rate(n, dt)}   ({n:,} events, "
-          f"{args.load_batch:,} per call)")
+          f"{args.load_batch:,} per call, {cpu_note()})")
     head = store.head()
 
     def read_rows() -> int:
@@ -220,7 +235,7 @@ def bench_backend(store: EventStore, args: argparse.Namespace) -> None:
     n, dt = timed(read_rows)
     assert n == head, (n, head)
     print(f"  {'read_all, RecordedEvent only':34s} {rate(n, dt)}   ({n:,} events, "
-          f"{dt:.1f}s)")
+          f"{cpu_note()})")
 
     def read_decoded() -> int:
         count = 0
@@ -231,7 +246,7 @@ def bench_backend(store: EventStore, args: argparse.Namespace) -> None:
 
     n, dt = timed(read_decoded)
     print(f"  {'read_all + .event decoding':34s} {rate(n, dt)}   ({n:,} events, "
-          f"{dt:.1f}s)")
+          f"{cpu_note()})")
 
 
 def main() -> None:

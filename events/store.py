@@ -161,6 +161,14 @@ class EventStore:
         except OperationalError as exc:
             raise StoreUnavailable(self.url, _first_line(exc)) from None
 
+    def _raw_connection(self) -> Any:
+        """A pooled DBAPI connection. Pool checkout raises the driver's own errors (not
+        SQLAlchemy's wrappers), so both become :class:`StoreUnavailable`."""
+        try:
+            return self.engine.raw_connection()
+        except (DBAPIError, self.engine.dialect.loaded_dbapi.Error) as exc:
+            raise StoreUnavailable(self.url, _first_line(exc)) from None
+
     def ping(self) -> None:
         """Raise :class:`StoreUnavailable` unless the database answers."""
         with self._connect() as conn:
@@ -258,10 +266,7 @@ class EventStore:
         import psycopg  # the PostgreSQL driver; only this backend needs it
 
         stream_ids = list(dict.fromkeys(w.stream_id for w in writes))
-        try:
-            raw = self.engine.raw_connection()
-        except DBAPIError as exc:
-            raise StoreUnavailable(self.url, _first_line(exc)) from None
+        raw = self._raw_connection()
         pg = raw.driver_connection
         committed = False
         try:
@@ -375,7 +380,7 @@ class EventStore:
             rows = self._fetch_raw(sql, (after_position, n))
             if not rows:
                 return
-            # starmap builds the rows in C: this loop is the projector's hot path.
+            # starmap drives the construction from C: this is the projector's hot path.
             yield from starmap(RecordedEvent, rows)
             after_position = rows[-1][0]
             if remaining is not None:
@@ -387,10 +392,7 @@ class EventStore:
         """Run one read on a pooled DBAPI connection and return plain tuples. Skips
         SQLAlchemy's Result layer, which costs more than the query for bulk reads."""
         dbapi = self.engine.dialect.loaded_dbapi
-        try:
-            raw = self.engine.raw_connection()
-        except DBAPIError as exc:
-            raise StoreUnavailable(self.url, _first_line(exc)) from None
+        raw = self._raw_connection()
         try:
             cur = raw.cursor()
             try:

@@ -17,7 +17,7 @@ from sqlalchemy.exc import DBAPIError
 
 from events.catalog import AccessTokenRevoked, ConsumerRegistered, UserRegistered
 from events.chain import canonical_json, row_hash
-from events.errors import ConcurrencyConflict
+from events.errors import ConcurrencyConflict, StoreUnavailable
 from events.migrate import current_revision, ensure_schema, head_revision, upgrade
 from events.schema import GENESIS_HASH
 from events.store import EventStore, RecordedEvent, StreamWrite
@@ -330,3 +330,34 @@ def test_fresh_database_starts_unmigrated(store_url: str) -> None:
         assert fresh.head() == 0
     finally:
         fresh.engine.dispose()
+
+
+# -- an unreachable database is one clear error -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+psycopg://auditor:hunter2@127.0.0.1:1/nowhere?connect_timeout=5",
+        "sqlite:////nonexistent-dir/for/sure/events.sqlite3",
+    ],
+    ids=["postgresql", "sqlite"],
+)
+def test_unreachable_database_raises_store_unavailable(url: str) -> None:
+    store = EventStore.from_url(url)
+    calls = [
+        lambda: store.append("token-a", 0, [revoked(1)]),
+        lambda: list(store.read_all()),
+        lambda: store.read_stream("token-a"),
+        lambda: store.head(),
+        lambda: store.verify(),
+        lambda: store.ping(),
+    ]
+    try:
+        for call in calls:
+            with pytest.raises(StoreUnavailable) as info:
+                call()
+            assert "hunter2" not in str(info.value)
+            assert "unavailable" in str(info.value)
+    finally:
+        store.engine.dispose()
