@@ -106,6 +106,16 @@ class AccessTokenResource:
         ])
 
 
+def human_duration(seconds: float) -> str:
+    """``604800`` -> ``7 days``; ``5400`` -> ``90 minutes`` (largest whole unit)."""
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            n = int(seconds // size)
+            return f"{n} {unit}{'s' if n != 1 else ''}"
+    n = int(seconds)
+    return f"{n} second{'s' if n != 1 else ''}"
+
+
 def _callback_url(callback: str, pairs: list[tuple[str, str]]) -> str:
     parts = urlsplit(callback)
     query = parts.query + ("&" if parts.query else "") + urlencode(pairs)
@@ -146,7 +156,7 @@ class AuthorizeResource:
             self._page_problem(resp, problem)
             return
         render(resp, deps, "authorize.html", user=sess.user, consumer=consumer, token=token,
-               csrf=sess.csrf, ttl_days=round(deps.settings.access_token_ttl / 86400, 1))
+               csrf=sess.csrf, lifetime=human_duration(deps.settings.access_token_ttl))
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         deps = self.deps
