@@ -289,15 +289,20 @@ class EventStore:
             return rows
         except psycopg.IntegrityError as exc:
             raise self._conflict_from(writes, exc) from exc
-        except psycopg.OperationalError as exc:
-            raw.invalidate()
+        except (psycopg.OperationalError, psycopg.errors.UndefinedTable) as exc:
+            # Connection lost or schema missing (not migrated). If the connection died
+            # after COMMIT was sent, the append may or may not have committed (whole or
+            # not at all): callers re-read the stream version before retrying.
             raise StoreUnavailable(self.url, _first_line(exc)) from None
+        except psycopg.Error as exc:
+            # Anything else the server refused (e.g. a role without INSERT): one line.
+            raise EventStoreError(f"append refused by the database: {_first_line(exc)}") from None
         finally:
             if not committed:
                 try:
                     pg.rollback()
                 except psycopg.Error:
-                    raw.invalidate()
+                    raw.invalidate()  # broken connection: do not return it to the pool
             raw.close()
 
     def _conflict_from(self, writes: Sequence[StreamWrite], exc: Exception) -> Exception:
@@ -404,6 +409,11 @@ class EventStore:
                 raw.rollback()  # end the read-only transaction psycopg opened
             return rows
         except dbapi.OperationalError as exc:
+            raw.invalidate()
+            raise StoreUnavailable(self.url, _first_line(exc)) from None
+        except dbapi.ProgrammingError as exc:
+            # PostgreSQL reports a missing table (database not migrated) this way;
+            # SQLite reports it as an OperationalError, handled above.
             raw.invalidate()
             raise StoreUnavailable(self.url, _first_line(exc)) from None
         finally:

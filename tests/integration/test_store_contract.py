@@ -361,3 +361,19 @@ def test_unreachable_database_raises_store_unavailable(url: str) -> None:
             assert "unavailable" in str(info.value)
     finally:
         store.engine.dispose()
+
+
+def test_unmigrated_database_raises_store_unavailable(store_url: str) -> None:
+    store = EventStore.from_url(store_url)
+    try:
+        for call in (
+            lambda: store.append("token-a", 0, [revoked(1)]),
+            lambda: list(store.read_all()),
+        ):
+            with pytest.raises(StoreUnavailable, match="events"):
+                call()
+        # The failed append left the pool usable: migrating now makes it work.
+        upgrade(store.engine)
+        assert store.append("token-a", 0, [revoked(1)])[0].position == 1
+    finally:
+        store.engine.dispose()
