@@ -67,25 +67,67 @@ def bench_rebuild(name: str, store: EventStore, client: redis.Redis, events: int
 
 
 def memory_per_token(rm: ReadModel) -> None:
+    """MEMORY USAGE of the token keys plus each token's share of the expiry buckets and
+    their index, over the active access tokens of a rebuilt namespace."""
     client = rm.redis
     ns = rm.namespace()
-    tokens = [m.decode() for m in client.zrange(KeyLayout.expiry(ns), 0, 4999)]
-    if not tokens:
+    entries = rm.expiry_index()
+    if not entries:
         print("  no active tokens")
         return
+    n_active = len(entries)
+    sample = [t for t, _ in entries[:: max(1, n_active // 5000)]]
     key_bytes = statistics.mean(
-        client.memory_usage(KeyLayout.entity(ns, "t", t), samples=0) for t in tokens)
-    n_active = client.zcard(KeyLayout.expiry(ns))
-    zset = client.memory_usage(KeyLayout.expiry(ns), samples=0) / n_active
-    set_bytes = members = 0
-    for key in client.scan_iter(f"{ns}:ut:*", count=5000):
-        set_bytes += client.memory_usage(key, samples=0)
-        members += client.scard(key)
-    sets = set_bytes / max(1, members)
-    sample = client.get(KeyLayout.entity(ns, "t", tokens[0]))
-    print(f"  active access tokens: {n_active:,}; sample value {len(sample)} bytes")
-    print(f"  bytes per active access token: key {key_bytes:.0f} + expiry zset share "
-          f"{zset:.0f} + user-set share {sets:.0f} = {key_bytes + zset + sets:.0f}")
+        client.memory_usage(KeyLayout.entity(ns, "t", t), samples=0) for t in sample)
+    index_bytes = client.memory_usage(KeyLayout.expiry(ns), samples=0)
+    buckets = 0
+    encodings: set[str] = set()
+    for key in client.scan_iter(KeyLayout.expiry_bucket_prefix(ns) + "*", count=5000):
+        buckets += 1
+        index_bytes += client.memory_usage(key, samples=0)
+        encodings.add(client.object("encoding", key).decode())
+    share = index_bytes / n_active
+    value = client.get(KeyLayout.entity(ns, "t", sample[0]))
+    print(f"  active access tokens: {n_active:,} in {buckets:,} expiry buckets "
+          f"({'/'.join(sorted(encodings))}); sample value {len(value)} bytes")
+    print(f"  MEMORY USAGE per active access token: key {key_bytes:.0f} + expiry index "
+          f"share {share:.1f} = {key_bytes + share:.0f} bytes")
+
+
+def used_memory_per_token(client: redis.Redis, n: int, spread: float) -> None:
+    """INFO used_memory delta for ``n`` active access tokens written through the apply
+    script, expiries spread over ``spread`` seconds. Counts everything Redis allocates
+    for them: keys, values, the expires-dict entries of EXPIREAT, hash-table growth,
+    expiry buckets and index (the main dict's table doubles at powers of two, so the
+    figure depends on how many keys the database held before)."""
+    import secrets
+
+    from events.sealing import KeyRing, Sealer
+    from events.state import TokenState
+
+    sealer = Sealer(KeyRing.generate())
+    rm = ReadModel(client, KeyLayout("olbench-" + uuid.uuid4().hex[:6]))
+    ns = rm.namespace()
+    now = time.time()
+    states = [TokenState(
+        token=secrets.token_urlsafe(24), kind="access", consumer_key=f"consumer-{i % 50}",
+        secret_sealed=sealer.seal(secrets.token_urlsafe(24)), status="active",
+        expires_at=now + 600 + spread * i / n, issued_at=now, user=f"user{i % 25000}",
+        version=1) for i in range(n)]
+    client.memory_purge() if hasattr(client, "memory_purge") else None
+    before = int(client.info("memory")["used_memory"])
+    pipe = client.pipeline(transaction=False)
+    for i in range(0, n, 500):
+        rm.apply_pipelined(pipe, states[i:i + 500], None, ns)
+        if i % 20000 == 0:
+            pipe.execute()
+    pipe.execute()
+    after = int(client.info("memory")["used_memory"])
+    keys = client.dbsize()
+    print(f"  used_memory delta for {n:,} active access tokens (expiries over "
+          f"{spread / 86400:g} days, {keys:,} keys in the db after): "
+          f"{(after - before) / n:.0f} bytes per token")
+    delete_namespace(client, ns)
 
 
 def bench_lag(rate: float, seconds: float, client: redis.Redis) -> None:
@@ -174,9 +216,15 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--skip-lag", action="store_true")
+    parser.add_argument("--memory-only", action="store_true",
+                        help="only the used_memory figures (no rebuild, no lag)")
     parser.add_argument("--lag-seconds", type=float, default=20)
     args = parser.parse_args()
     client = redis.Redis.from_url(REDIS)
+    if args.memory_only:
+        for spread in (7 * 86400, 300):
+            used_memory_per_token(client, 100_000, spread)
+        return
 
     print("SQLite:")
     with tempfile.TemporaryDirectory() as d:
@@ -184,6 +232,8 @@ def main() -> None:
         upgrade(store.engine)
         rm = bench_rebuild("SQLite", store, client, args.events)
         memory_per_token(rm)
+        for spread in (7 * 86400, 300):
+            used_memory_per_token(client, 100_000, spread)
         delete_namespace(client, rm.namespace())
         for key in client.scan_iter(rm.keys.pattern()):
             client.delete(key)

@@ -71,6 +71,8 @@ def sweep_expired(
             state = fold_stream(records)
             if state is None:  # not in the log: an index entry without truth behind it
                 continue
+            if state.expires_at > now:
+                continue  # the index holds ms rounded up; a float edge: not due yet
             event = _expired_event(state, now)
             if event is None:
                 stale += 1

@@ -13,9 +13,11 @@ nonces, sessions and login throttles are not projections of the log and sit outs
     <ns>:t:<token>                       -> "<stream version>|<token JSON>"   (EXPIREAT)
     <ns>:u:<user name>                   -> "<stream version>|<user JSON>"
     <ns>:i:installation, <ns>:p:<name>, <ns>:r:<id>  -> installation, providers, resource servers
-    <ns>:expiry                          -> sorted set: active access token -> expires_at
+    <ns>:expiry                          -> hash: expiry hour -> "<level> <split> <count>"
+                                            (index of the non-empty expiry hours)
+    <ns>:x:<hour>:<bucket>               -> small sorted set: active access token -> ms after
+                                            the hour (expiry bucket, listpack-encoded)
     <ns>:rexpiry                         -> sorted set: pending request token -> expires_at
-    <ns>:ut:<user name>                  -> set of the user's active access tokens
     <prefix>:n:<consumer>\\x1f<token>\\x1f<timestamp>\\x1f<nonce> -> "1" (EX timestamp window)
     <prefix>:s:<session id>              -> web session JSON (EX idle timeout)
     <prefix>:lf:<account or address>     -> failed login count (EX throttle window)
@@ -84,8 +86,21 @@ class KeyLayout:
 
     @staticmethod
     def expiry(ns: str) -> str:
-        """Sorted set of active access tokens by expiry time."""
+        """Index of the access-token expiry buckets: a hash from expiry hour (POSIX
+        hours) to "<level> <split pointer> <count>" (linear hashing, events/readmodel.py)."""
         return f"{ns}:expiry"
+
+    @staticmethod
+    def expiry_bucket(ns: str, hour: int, bucket: int) -> str:
+        """One expiry bucket: active access tokens expiring in ``hour`` whose hash
+        addresses ``bucket`` (score: milliseconds after the hour's start). The Lua in
+        events/readmodel.py builds the same name."""
+        return f"{ns}:x:{hour}:{bucket}"
+
+    @staticmethod
+    def expiry_bucket_prefix(ns: str) -> str:
+        """The common prefix of namespace ``ns``'s expiry buckets."""
+        return f"{ns}:x:"
 
     @staticmethod
     def request_expiry(ns: str) -> str:
@@ -94,7 +109,8 @@ class KeyLayout:
 
     @staticmethod
     def user_tokens(ns: str, user: str) -> str:
-        """Set of a user's active access tokens."""
+        """Set of a user's active access tokens. No longer written (issue 4: the users'
+        token pages read the store); kept so tools can name leftovers."""
         return f"{ns}:ut:{user}"
 
     def nonce(self, consumer_key: str, token: str, timestamp: str, nonce: str) -> str:

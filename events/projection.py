@@ -27,7 +27,7 @@ import redis
 
 from events.catalog import EVENT_TYPES
 from events.keys import KeyLayout
-from events.readmodel import ReadModel, iter_states
+from events.readmodel import INDEX_LUA, ReadModel, expiry_entries, iter_states
 from events.state import TokenState, fold, fold_stream
 from events.store import EventStore, RecordedEvent
 
@@ -57,35 +57,31 @@ return 0
 # meanwhile and this may overwrite it with an older one; the catch-up that follows
 # re-applies, version-guarded, every event after the replayed position, which restores
 # it before the namespace goes live.
-_BULK = """
+_BULK = INDEX_LUA + """
 local ns = ARGV[1]
 if redis.call('GET', KEYS[2]) ~= ns then return -1 end
 local i = 5
-local zadd, rzadd, zrem, rzrem, users = {}, {}, {}, {}, {}
+local rzadd = {}
 for _ = 1, tonumber(ARGV[3]) do
   local kind, id, ver = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local payload, expat, score, user = ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
-  i = i + 7
+  local payload, expat, op = ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
+  i = i + 6
   local key = ns .. ':' .. kind .. ':' .. id
   if expat ~= '' then
     redis.call('SET', key, ver .. '|' .. payload, 'EXAT', expat)
   else
     redis.call('SET', key, ver .. '|' .. payload)
   end
-  if kind == 't' and score ~= '' then
-    if user == '' then
-      rzadd[#rzadd + 1] = score; rzadd[#rzadd + 1] = id
-    else
-      zadd[#zadd + 1] = score; zadd[#zadd + 1] = id
-      local u = users[user]
-      if not u then u = {}; users[user] = u end
-      u[#u + 1] = id
+  if op ~= '' then
+    local what = string.sub(op, 1, 2)
+    if what == 'a+' then
+      index_add(ns, id, tonumber(string.sub(op, 3)))
+    elseif what == 'r+' then
+      rzadd[#rzadd + 1] = string.sub(op, 3); rzadd[#rzadd + 1] = id
     end
   end
 end
-if #zadd > 0 then redis.call('ZADD', ns .. ':expiry', unpack(zadd)) end
 if #rzadd > 0 then redis.call('ZADD', ns .. ':rexpiry', unpack(rzadd)) end
-for user, ids in pairs(users) do redis.call('SADD', ns .. ':ut:' .. user, unpack(ids)) end
 return 0
 """
 _SWITCH = """
@@ -464,10 +460,18 @@ def rebuild(
 def snapshot(client: redis.Redis, ns: str, include_checkpoint: bool = False
              ) -> dict[str, Any]:
     """Every key of namespace ``ns`` (name relative to ``ns``) with its content:
-    strings as text, sorted sets as sorted (member, score) lists, sets as sorted lists."""
+    strings as text (bytes if not UTF-8: packed tokens), sorted sets as sorted
+    (member, score) lists, sets as sorted lists. The access-token expiry buckets and
+    their index appear as one logical entry ``expiry``: sorted (token, expiry ms) pairs,
+    since the bucket layout depends on the order of writes (splits), the content not."""
     out: dict[str, Any] = {}
-    names = [k.decode() if isinstance(k, bytes) else k
-             for k in client.scan_iter(KeyLayout.namespace_pattern(ns), count=2000)]
+    bucket_prefix = KeyLayout.expiry_bucket_prefix(ns)
+    index_key = KeyLayout.expiry(ns)
+    names = []
+    for raw in client.scan_iter(KeyLayout.namespace_pattern(ns), count=2000):
+        name = raw.decode() if isinstance(raw, bytes) else raw
+        if not name.startswith(bucket_prefix) and name != index_key:
+            names.append(name)
     strip = len(ns) + 1
     pipe = client.pipeline(transaction=False)
     for name in names:
@@ -490,11 +494,17 @@ def snapshot(client: redis.Redis, ns: str, include_checkpoint: bool = False
         kept.append((rel, typ))
     for (rel, typ), value in zip(kept, pipe.execute(), strict=True):
         if typ == "string":
-            out[rel] = value.decode() if isinstance(value, bytes) else value
+            try:
+                out[rel] = value.decode("utf-8")
+            except UnicodeDecodeError:
+                out[rel] = value
         elif typ == "zset":
             out[rel] = sorted((m.decode(), s) for m, s in value)
         else:
             out[rel] = sorted(m.decode() for m in value)
+    entries = expiry_entries(client, ns)
+    if entries:
+        out["expiry"] = entries
     return out
 
 

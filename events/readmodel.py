@@ -11,8 +11,12 @@ redis-py API.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
+import math
+import re
+import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -54,25 +58,31 @@ def entity_of(state: Any) -> tuple[str, str]:
     return kind, ident
 
 
-# Token keys are the bulk of Redis memory (one per active access token; budget: issue 4),
-# so a token is stored as a positional JSON array of the fields its Redis readers use —
-# the hot path (kind, status, consumer, secret, expiry, user) and the users' token list
-# (issued_at). Fields only the dance needs are left out (DESIGN.md rule 3: the dance
-# loads streams from the store) and decode to their defaults (None):
+# Token keys are the bulk of Redis memory (one per active access token; budget: issue 4,
+# 256 bytes per active access token), so a token value is binary-packed and holds only
+# the fields its Redis readers use — the hot path (kind, status, consumer, secret, expiry,
+# user) and issued_at. Fields only the dance needs are left out (DESIGN.md rule 3: the
+# dance loads streams from the store) and decode to their defaults (None):
 TOKEN_FIELDS_NOT_IN_REDIS = (
     "callback", "verifier_sealed", "session_handle_hash", "authorization_expires_at",
     "request_token", "renewed_from", "successor",
 )
-_TOKEN_KIND = {"request": "r", "access": "a"}
-_TOKEN_STATUS = {
-    "pending": "p", "approved": "o", "denied": "d", "exchanged": "x", "expired": "e",
-    "active": "a", "revoked": "v", "renewed": "n",
-}
-_TOKEN_KIND_R = {v: k for k, v in _TOKEN_KIND.items()}
-# One encoder for all writes (json.dumps with options builds a new one per call);
-# ensure_ascii=False: user names and keys in UTF-8 are shorter than \u escapes.
+# (kind, status) <-> the low 4 bits of a token value's flags byte.
+_TOKEN_CODES = [
+    ("request", "pending"), ("request", "approved"), ("request", "denied"),
+    ("request", "exchanged"), ("request", "expired"),
+    ("access", "active"), ("access", "revoked"), ("access", "expired"),
+    ("access", "renewed"),
+]
+_TOKEN_CODE = {pair: i for i, pair in enumerate(_TOKEN_CODES)}
+_HAS_USER = 0x10  # flags: a user name follows the consumer key
+_PACKED_SECRET = 0x20  # flags: the sealed secret is stored as key id + raw sealed bytes
+_HEAD = struct.Struct("<Bdd")  # flags, expires_at, issued_at (exact doubles)
+# A sealed value is ``s1.k<8 hex>.<base64url(nonce || ciphertext+tag)>`` (events.sealing):
+# kept sealed in Redis, but as 4 key-id bytes + the raw sealed bytes instead of base64
+# text (a third smaller). Anything else (tests seal nothing) is stored as its text.
+_SEALED = re.compile(r"s1\.k([0-9a-f]{8})\.([A-Za-z0-9_-]+)\Z")
 _compact_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-_TOKEN_STATUS_R = {v: k for k, v in _TOKEN_STATUS.items()}
 
 
 def redis_view(state: Any) -> Any:
@@ -84,29 +94,86 @@ def redis_view(state: Any) -> Any:
     return state
 
 
-def _encode_token(state: TokenState) -> str:
-    row: list[Any] = [
-        _TOKEN_KIND[state.kind] + _TOKEN_STATUS[state.status], state.consumer_key,
-        state.secret_sealed, state.expires_at, state.issued_at,
-    ]
-    if state.user is not None:
-        row.append(state.user)
-    return _compact_json(row)
+def _b64e(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
 
-def _decode_token(ident: str, version: int, data: list[Any]) -> TokenState:
-    code = data[0]
+def _short(text: str) -> bytes:
+    """A length-prefixed UTF-8 string: one length byte below 128, else two."""
+    raw = text.encode("utf-8")
+    n = len(raw)
+    if n < 0x80:
+        return bytes((n,)) + raw
+    if n >= 0x8000:
+        raise ValueError("identifier longer than 32 KiB")
+    return bytes((0x80 | (n >> 8), n & 0xFF)) + raw
+
+
+def _read_short(buf: bytes, at: int) -> tuple[str, int]:
+    n = buf[at]
+    at += 1
+    if n & 0x80:
+        n = ((n & 0x7F) << 8) | buf[at]
+        at += 1
+    return buf[at:at + n].decode("utf-8"), at + n
+
+
+def _pack_secret(sealed: str) -> tuple[int, bytes]:
+    m = _SEALED.match(sealed)
+    if m is not None:
+        body = m.group(2)
+        try:
+            raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+        except ValueError:
+            raw = None
+        if raw is not None and _b64e(raw) == body:  # only if it re-encodes exactly
+            return _PACKED_SECRET, bytes.fromhex(m.group(1)) + raw
+    return 0, sealed.encode("utf-8")
+
+
+def encode_token(kind: str, status: str, consumer_key: str, secret_sealed: str,
+                 expires_at: float, issued_at: float, user: str | None) -> bytes:
+    """The packed token payload (without the ``<version>|`` prefix): flags byte,
+    expires_at and issued_at as little-endian doubles, the consumer key and the user
+    (length-prefixed), then the sealed secret to the end."""
+    flags, secret = _pack_secret(secret_sealed)
+    flags |= _TOKEN_CODE[(kind, status)]
+    parts = [b"", _short(consumer_key)]
+    if user is not None:
+        flags |= _HAS_USER
+        parts.append(_short(user))
+    parts[0] = _HEAD.pack(flags, expires_at, issued_at)
+    parts.append(secret)
+    return b"".join(parts)
+
+
+def _encode_token(state: TokenState) -> bytes:
+    return encode_token(state.kind, state.status, state.consumer_key, state.secret_sealed,
+                        state.expires_at, state.issued_at, state.user)
+
+
+def _decode_token(ident: str, version: int, buf: bytes) -> TokenState:
+    flags, expires_at, issued_at = _HEAD.unpack_from(buf)
+    kind, status = _TOKEN_CODES[flags & 0x0F]
+    consumer, at = _read_short(buf, _HEAD.size)
+    user = None
+    if flags & _HAS_USER:
+        user, at = _read_short(buf, at)
+    if flags & _PACKED_SECRET:
+        secret = f"s1.k{buf[at:at + 4].hex()}.{_b64e(buf[at + 4:])}"
+    else:
+        secret = buf[at:].decode("utf-8")
     return TokenState(
-        token=ident, kind=_TOKEN_KIND_R[code[0]], status=_TOKEN_STATUS_R[code[1:]],
-        consumer_key=data[1], secret_sealed=data[2], expires_at=data[3], issued_at=data[4],
-        user=data[5] if len(data) > 5 else None, version=version,
+        token=ident, kind=kind, status=status, consumer_key=consumer, secret_sealed=secret,
+        expires_at=expires_at, issued_at=issued_at, user=user, version=version,
     )
 
 
-def encode(state: Any) -> str:
-    """Compact JSON of a state: the identifier (it is in the key), the version (it is in
-    the value's prefix) and fields at their default are left out; tokens are a
-    positional array (see :data:`TOKEN_FIELDS_NOT_IN_REDIS`)."""
+def encode(state: Any) -> bytes:
+    """A state's stored payload (without the ``<version>|`` prefix). Tokens are packed
+    binary (:func:`encode_token`); other entities are compact JSON without the
+    identifier (it is in the key), the version (it is in the value's prefix) and fields
+    at their default."""
     if isinstance(state, TokenState):
         return _encode_token(state)
     kind, _ = entity_of(state)
@@ -119,19 +186,19 @@ def encode(state: Any) -> str:
         if f.default is not dataclasses.MISSING and value == f.default:
             continue
         out[f.name] = list(value) if isinstance(value, tuple) else value
-    return json.dumps(out, separators=(",", ":"))
+    return _compact_json(out).encode("utf-8")
 
 
 def decode_value(kind: str, ident: str, raw: str | bytes | None) -> Any:
-    """Parse a stored ``"<version>|<json>"`` value back into a state (None if absent)."""
+    """Parse a stored ``<version>|<payload>`` value back into a state (None if absent)."""
     if raw is None:
         return None
-    if isinstance(raw, bytes):
-        raw = raw.decode("utf-8")
-    version, _, payload = raw.partition("|")
-    data = json.loads(payload)
+    if isinstance(raw, str):
+        raw = raw.encode("utf-8")
+    version, _, payload = raw.partition(b"|")
     if kind == k.TOKEN:
-        return _decode_token(ident, int(version), data)
+        return _decode_token(ident, int(version), payload)
+    data = json.loads(payload)
     cls, id_field = _KINDS[kind]
     for name, value in list(data.items()):
         if isinstance(value, list):
@@ -141,11 +208,89 @@ def decode_value(kind: str, ident: str, raw: str | bytes | None) -> Any:
     return cls(**data, version=int(version))
 
 
-_APPLY = """
+# The access-token expiry index (what the sweep reads) is kept compact: instead of one
+# global sorted set (skiplist encoding, ~146 bytes per member) it is many small sorted sets
+# in listpack encoding (~40 bytes per member), one per expiry hour and hash bucket:
+#   <ns>:x:<hour>:<bucket>  member token, score = ms after the hour's start (rounded up)
+# and an index hash of the non-empty hours,
+#   <ns>:expiry             field <hour> -> "<level> <split pointer> <count>".
+# Within an hour, tokens are spread by linear hashing (Litwin 1980): bucket =
+# hash mod 2^level, or hash mod 2^(level+1) for buckets below the split pointer. When the
+# hour holds more than BUCKET_LOAD tokens per bucket on average, the bucket at the split
+# pointer is split in two (one bucket's worth of work, never the whole hour), so buckets
+# stay around BUCKET_LOAD..2*BUCKET_LOAD members, under zset-max-listpack-entries (default
+# 128), and keep the compact encoding. Members must stay under zset-max-listpack-value
+# (64 bytes): tokens are 32 characters.
+EXPIRY_WINDOW_MS = 3_600_000
+BUCKET_LOAD = 40
+INDEX_LUA = """
+local W = EXPIRY_WINDOW_MS
+local LOAD = BUCKET_LOAD
+local function thash(s)
+  local h = 0
+  for i = 1, #s do h = (h * 31 + string.byte(s, i)) % 1048576 end
+  return h
+end
+local function fmt(n) return string.format('%d', n) end
+-- KeyLayout.expiry_bucket: <ns>:x:<hour>:<bucket>
+local function bucket(ns, w, a) return ns .. ':x:' .. fmt(w) .. ':' .. fmt(a) end
+local function address(h, level, p)
+  local a = h % (2 ^ level)
+  if a < p then a = h % (2 ^ (level + 1)) end
+  return a
+end
+local function window_state(idx, w)
+  local v = redis.call('HGET', idx, fmt(w))
+  if not v then return 0, 0, 0 end
+  local l, p, c = string.match(v, '^(%d+) (%d+) (%d+)$')
+  return tonumber(l), tonumber(p), tonumber(c)
+end
+local function save_state(idx, w, l, p, c)
+  if c <= 0 then redis.call('HDEL', idx, fmt(w))
+  else redis.call('HSET', idx, fmt(w), fmt(l) .. ' ' .. fmt(p) .. ' ' .. fmt(c)) end
+end
+-- Index access token `id` expiring at `ms` (integer milliseconds, rounded up).
+local function index_add(ns, id, ms)
+  local idx = ns .. ':expiry'
+  local w = math.floor(ms / W)
+  local l, p, c = window_state(idx, w)
+  c = c + redis.call('ZADD', bucket(ns, w, address(thash(id), l, p)), fmt(ms - w * W), id)
+  if c > LOAD * (2 ^ l + p) then
+    local old = bucket(ns, w, p)
+    local rows = redis.call('ZRANGE', old, 0, -1, 'WITHSCORES')
+    local moved, gone = {}, {}
+    for j = 1, #rows, 2 do
+      if thash(rows[j]) % (2 ^ (l + 1)) ~= p then
+        moved[#moved + 1] = rows[j + 1]; moved[#moved + 1] = rows[j]
+        gone[#gone + 1] = rows[j]
+      end
+    end
+    if #gone > 0 then
+      redis.call('ZADD', bucket(ns, w, p + 2 ^ l), unpack(moved))
+      redis.call('ZREM', old, unpack(gone))
+    end
+    p = p + 1
+    if p >= 2 ^ l then l = l + 1; p = 0 end
+  end
+  save_state(idx, w, l, p, c)
+end
+local function index_rem(ns, id, ms)
+  local idx = ns .. ':expiry'
+  local w = math.floor(ms / W)
+  local l, p, c = window_state(idx, w)
+  if c == 0 then return end
+  if redis.call('ZREM', bucket(ns, w, address(thash(id), l, p)), id) == 1 then
+    save_state(idx, w, l, p, c - 1)
+  end
+end
+""".replace("EXPIRY_WINDOW_MS", str(EXPIRY_WINDOW_MS)).replace("BUCKET_LOAD", str(BUCKET_LOAD))
+
+_APPLY = INDEX_LUA + """
 -- KEYS: active pointer, building pointer.
 -- ARGV: namespace, checkpoint ('' = leave), count, default namespace, then per entity
--- 7 fields: kind, id, version, payload, expire_at ('' = none), expiry score ('' = not
--- indexed), user.
+-- 6 fields: kind, id, version, payload, expire_at ('' = none), index op:
+-- '' none, 'a+<ms>'/'a-<ms>' add/remove an access token in the expiry buckets,
+-- 'r+<score>'/'r-' add/remove a request token in <ns>:rexpiry.
 local ns = ARGV[1]
 -- Write only into the live namespace or the one being built: a writer that read the
 -- namespace just before a rebuild switched and retired it must not resurrect it.
@@ -155,25 +300,24 @@ local applied = 0
 local i = 5
 for _ = 1, tonumber(ARGV[3]) do
   local kind, id, ver = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
-  local payload, expat, score, user = ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
-  i = i + 7
+  local payload, expat, op = ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
+  i = i + 6
   local key = ns .. ':' .. kind .. ':' .. id
   local cur = redis.call('GET', key)
   local curv = -1
   if cur then curv = tonumber(string.match(cur, '^(%d+)|')) or -1 end
   if ver > curv then
-    redis.call('SET', key, ver .. '|' .. payload)
-    if expat ~= '' then redis.call('EXPIREAT', key, expat) end
-    if kind == 't' then
-      local zkey = ns .. ':expiry'
-      if user == '' then zkey = ns .. ':rexpiry' end
-      if score ~= '' then
-        redis.call('ZADD', zkey, score, id)
-        if user ~= '' then redis.call('SADD', ns .. ':ut:' .. user, id) end
-      else
-        redis.call('ZREM', zkey, id)
-        if user ~= '' then redis.call('SREM', ns .. ':ut:' .. user, id) end
-      end
+    if expat ~= '' then
+      redis.call('SET', key, ver .. '|' .. payload, 'EXAT', expat)
+    else
+      redis.call('SET', key, ver .. '|' .. payload)
+    end
+    if op ~= '' then
+      local what = string.sub(op, 1, 2)
+      if what == 'a+' then index_add(ns, id, tonumber(string.sub(op, 3)))
+      elseif what == 'a-' then index_rem(ns, id, tonumber(string.sub(op, 3)))
+      elseif what == 'r+' then redis.call('ZADD', ns .. ':rexpiry', string.sub(op, 3), id)
+      else redis.call('ZREM', ns .. ':rexpiry', id) end
     end
     applied = applied + 1
   end
@@ -184,6 +328,39 @@ if ARGV[2] ~= '' then
   if tonumber(ARGV[2]) > cp then redis.call('SET', ckey, ARGV[2]) end
 end
 return applied
+"""
+
+_DUE = INDEX_LUA + """
+-- ARGV: namespace, now (integer ms, rounded down), limit.
+-- Access tokens whose indexed expiry is <= now, earliest hours first, as a flat list of
+-- token, absolute ms.
+local ns, now, limit = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local idx = ns .. ':expiry'
+local noww = math.floor(now / W)
+local flat = redis.call('HGETALL', idx)
+local hours = {}
+for j = 1, #flat, 2 do
+  local w = tonumber(flat[j])
+  if w <= noww then hours[#hours + 1] = w end
+end
+table.sort(hours)
+local out = {}
+for _, w in ipairs(hours) do
+  if #out >= 2 * limit then break end
+  local l, p = window_state(idx, w)
+  local hi = '+inf'
+  if w == noww then hi = fmt(now - w * W) end
+  for a = 0, 2 ^ l + p - 1 do
+    if #out >= 2 * limit then break end
+    local rows = redis.call('ZRANGEBYSCORE', bucket(ns, w, a), '-inf', hi, 'WITHSCORES',
+                            'LIMIT', 0, fmt(limit - #out / 2))
+    for r = 1, #rows, 2 do
+      out[#out + 1] = rows[r]
+      out[#out + 1] = fmt(w * W + tonumber(rows[r + 1]))
+    end
+  end
+end
+return out
 """
 
 _LOOKUP = """
@@ -197,8 +374,6 @@ local t = false
 if ARGV[3] ~= '' then t = redis.call('GET', ns .. ':t:' .. ARGV[3]) end
 return {ns, complete, c, t}
 """
-
-
 @dataclass(frozen=True)
 class Lookup:
     """What the hot path learns in one round trip."""
@@ -209,24 +384,29 @@ class Lookup:
     token: TokenState | None
 
 
-def _index_args(state: Any) -> tuple[str, str, str]:
-    """(expire_at, expiry score, user) for the apply script."""
+def expiry_ms(expires_at: float) -> int:
+    """An expiry time in whole milliseconds, rounded up, as the access-token expiry index
+    holds it: an indexed token is never reported due before its expiry time."""
+    return math.ceil(expires_at * 1000)
+
+
+def token_index_args(kind: str, status: str, expires_at: float) -> tuple[str, str]:
+    """(expire_at, index op) of a token for the apply script (see ``_APPLY``)."""
+    expat = str(int(expires_at) + EXPIRED_TOKEN_GRACE)
+    if kind == "access":
+        sign = "a+" if status == "active" else "a-"
+        return expat, f"{sign}{expiry_ms(expires_at)}"
+    # A request token's key lives until it expires (plus the same grace).
+    if status in ("pending", "approved"):
+        return expat, "r+" + repr(expires_at)
+    return expat, "r-"
+
+
+def _index_args(state: Any) -> tuple[str, str]:
+    """(expire_at, index op) for the apply script."""
     if isinstance(state, TokenState):
-        if state.kind == "access":
-            indexed = state.status == "active"
-            return (
-                str(int(state.expires_at) + EXPIRED_TOKEN_GRACE),
-                repr(state.expires_at) if indexed else "",
-                state.user or "",
-            )
-        pending = state.status in ("pending", "approved")
-        # A request token's key lives until it expires (plus the same grace).
-        return (
-            str(int(state.expires_at) + EXPIRED_TOKEN_GRACE),
-            repr(state.expires_at) if pending else "",
-            "",
-        )
-    return "", "", ""
+        return token_index_args(state.kind, state.status, state.expires_at)
+    return "", ""
 
 
 class ReadModel:
@@ -237,6 +417,7 @@ class ReadModel:
         self.keys = layout or KeyLayout()
         self._apply = client.register_script(_APPLY)
         self._lookup = client.register_script(_LOOKUP)
+        self._due = client.register_script(_DUE)
 
     # -- namespaces ------------------------------------------------------------------
 
@@ -278,16 +459,16 @@ class ReadModel:
                                args=self.apply_args(states, checkpoint, ns)))
 
     def apply_args(self, states: Sequence[Any], checkpoint: int | None, namespace: str
-                   ) -> list[str]:
+                   ) -> list[str | bytes]:
         """The apply script's arguments (for callers that pipeline many calls)."""
-        args: list[str] = [
+        args: list[str | bytes] = [
             namespace, "" if checkpoint is None else str(checkpoint), str(len(states)),
             self.keys.default_namespace,
         ]
         for state in states:
             kind, ident = entity_of(state)
-            expat, score, user = _index_args(state)
-            args += [kind, ident, str(state.version), encode(state), expat, score, user]
+            expat, op = _index_args(state)
+            args += [kind, ident, str(state.version), encode(state), expat, op]
         return args
 
     def apply_pipelined(self, pipe: Any, states: Sequence[Any], checkpoint: int | None,
@@ -328,27 +509,25 @@ class ReadModel:
         raw = self.redis.get(KeyLayout.checkpoint(ns))
         return None if raw is None else int(raw)
 
-    def user_tokens(self, user: str, namespace: str | None = None) -> list[TokenState]:
-        """The user's active access tokens."""
-        ns = namespace or self.namespace()
-        ids = sorted(
-            x.decode() if isinstance(x, bytes) else x
-            for x in self.redis.smembers(KeyLayout.user_tokens(ns, user))
-        )
-        if not ids:
-            return []
-        raws = self.redis.mget([KeyLayout.entity(ns, k.TOKEN, i) for i in ids])
-        return [decode_value(k.TOKEN, i, r) for i, r in zip(ids, raws, strict=True) if r]
-
     def due_tokens(self, now: float, limit: int = 1000, namespace: str | None = None
                    ) -> tuple[list[str], list[str]]:
-        """(access tokens, request tokens) whose expiry time has passed."""
+        """(access tokens, request tokens) whose expiry time has passed, earliest first,
+        at most ``limit`` of each."""
         ns = namespace or self.namespace()
-        access = self.redis.zrangebyscore(KeyLayout.expiry(ns), "-inf", now, 0, limit)
+        flat = self._due(args=[ns, str(math.floor(now * 1000)), str(limit)])
+        pairs = sorted(
+            (int(flat[i + 1]), flat[i].decode() if isinstance(flat[i], bytes) else flat[i])
+            for i in range(0, len(flat), 2)
+        )
+        access = [token for _, token in pairs[:limit]]
         request = self.redis.zrangebyscore(KeyLayout.request_expiry(ns), "-inf", now, 0, limit)
-        dec = [x.decode() if isinstance(x, bytes) else x for x in access]
-        rdec = [x.decode() if isinstance(x, bytes) else x for x in request]
-        return dec, rdec
+        return access, [x.decode() if isinstance(x, bytes) else x for x in request]
+
+    def expiry_index(self, namespace: str | None = None) -> list[tuple[str, int]]:
+        """Every (access token, expiry ms) in the expiry index, sorted (inspection and
+        rebuild comparison: the bucket layout depends on write order, the content not)."""
+        ns = namespace or self.namespace()
+        return expiry_entries(self.redis, ns)
 
     # -- nonces ----------------------------------------------------------------------
 
@@ -366,3 +545,16 @@ class ReadModel:
 def iter_states(states: Iterable[Any]) -> list[Any]:
     """Drop entity kinds the read model does not hold (None)."""
     return [s for s in states if s is not None and type(s) in _CLASS_KIND]
+
+
+def expiry_entries(client: redis.Redis, ns: str) -> list[tuple[str, int]]:
+    """Every (access token, expiry ms) in namespace ``ns``'s expiry buckets, sorted."""
+    out = []
+    prefix = KeyLayout.expiry_bucket_prefix(ns)
+    for key in client.scan_iter(prefix + "*", count=2000):
+        name = key.decode() if isinstance(key, bytes) else key
+        base = int(name[len(prefix):].split(":", 1)[0]) * EXPIRY_WINDOW_MS
+        for member, score in client.zrange(key, 0, -1, withscores=True):
+            out.append((member.decode() if isinstance(member, bytes) else member,
+                        base + int(score)))
+    return sorted(out)
