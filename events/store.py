@@ -270,12 +270,16 @@ class EventStore:
         pg = raw.driver_connection
         committed = False
         try:
+            # BEGIN and COMMIT are sent as statements in the pipeline, not by psycopg's
+            # transaction handling, which would wait for BEGIN and sync twice at the end.
+            pg.autocommit = True
             with pg.pipeline(), pg.cursor() as cur, pg.cursor() as head_cur:
+                cur.execute("BEGIN")
                 cur.execute(PG_APPEND_LOCK_SQL)
                 head_cur.execute(self._PG_HEAD_AND_VERSIONS, (stream_ids,))
                 last = None
                 versions: dict[str, int] = {}
-                for stream_id, number, hash_ in head_cur.fetchall():
+                for stream_id, number, hash_ in head_cur.fetchall():  # round trip 1
                     if stream_id is None:
                         last = (number, hash_)
                     else:
@@ -284,7 +288,8 @@ class EventStore:
                 if rows:
                     columns = [list(c) for c in zip(*map(_row_tuple, rows), strict=True)]
                     cur.execute(self._PG_INSERT, columns)
-                pg.commit()
+                cur.execute("COMMIT")
+            # Leaving the pipeline synced it (round trip 2): INSERT and COMMIT succeeded.
             committed = True
             return rows
         except psycopg.IntegrityError as exc:
@@ -298,11 +303,12 @@ class EventStore:
             # Anything else the server refused (e.g. a role without INSERT): one line.
             raise EventStoreError(f"append refused by the database: {_first_line(exc)}") from None
         finally:
-            if not committed:
-                try:
-                    pg.rollback()
-                except psycopg.Error:
-                    raw.invalidate()  # broken connection: do not return it to the pool
+            try:
+                if not committed:
+                    pg.rollback()  # sends ROLLBACK if the transaction is still open
+                pg.autocommit = False  # as SQLAlchemy's pool expects it
+            except psycopg.Error:
+                raw.invalidate()  # broken connection: do not return it to the pool
             raw.close()
 
     def _conflict_from(self, writes: Sequence[StreamWrite], exc: Exception) -> Exception:
