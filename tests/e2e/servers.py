@@ -130,13 +130,16 @@ def wait_until(check: Callable[[], bool], what: str, process: Process | None = N
     raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}\n{tail}")
 
 
-def start_server(env: Mapping[str, str], workdir: Path, workers: int = 2,
+def start_server(env: Mapping[str, str], workdir: Path, workers: int | None = 2,
                  wait_for: str = "/healthz") -> Server:
     """``oauthledger serve`` (gunicorn with deploy/gunicorn.conf.py) on a free port;
-    returns once ``wait_for`` answers 200."""
+    returns once ``wait_for`` answers 200. ``workers=None`` keeps the configuration's
+    worker count (2 x cores + 1)."""
     port = free_port()
-    proc = spawn(f"gunicorn-{port}", [OAUTHLEDGER, "serve", "--bind", f"127.0.0.1:{port}",
-                                     "--workers", str(workers)], env, workdir)
+    args = [OAUTHLEDGER, "serve", "--bind", f"127.0.0.1:{port}"]
+    if workers is not None:
+        args += ["--workers", str(workers)]
+    proc = spawn(f"gunicorn-{port}", args, env, workdir)
     server = Server(proc, port)
     try:
         wait_until(lambda: requests.get(server.url + wait_for, timeout=2).status_code == 200,
@@ -164,6 +167,7 @@ class Stack:
     schema: str
     servers: list[Server] = field(default_factory=list)
     worker: Process | None = None
+    broker_lease: tuple[int, str] | None = None
     _deps: Any = None
 
     @property
@@ -231,6 +235,8 @@ class Stack:
             with contextlib.suppress(Exception):
                 self._deps.store.engine.dispose()
         drop_schema(self.schema)
+        if self.broker_lease is not None:
+            release_broker_db(*self.broker_lease)
         with contextlib.suppress(redis.RedisError):
             client = self.redis()
             for key in client.scan_iter(f"{self.prefix}:*", count=1000):
@@ -256,17 +262,57 @@ def drop_schema(schema: str) -> None:
     admin.dispose()
 
 
-def stack_env(database_url: str, workdir: Path, **extra: str) -> dict[str, str]:
-    """Production-mode environment: PostgreSQL, Redis with a unique prefix, Redis broker.
+# Broker databases are leased with the same keys as tests/e2e/conftest.py's broker_url
+# fixture, so no two tests (or sessions) ever share a queue and hand each other's
+# workers their wake-ups.
+BROKER_DBS = range(8, 16)
+LEASE_SECONDS = 3600
 
-    The broker uses a Redis database picked at random so that concurrent test sessions
-    do not hand each other's workers their wake-ups."""
+
+def lease_broker_db() -> tuple[int, str]:
+    """A Redis database number for a broker, leased to the caller; (db, lease token)."""
+    client = redis.Redis.from_url(REDIS_URL)
+    token = uuid.uuid4().hex
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            for db in random.sample(list(BROKER_DBS), len(BROKER_DBS)):
+                if client.set(f"oauthledger-test:broker-db:{db}", token, nx=True,
+                              ex=LEASE_SECONDS):
+                    redis.Redis.from_url(_db_url(db)).flushdb()
+                    return db, token
+            time.sleep(0.5)
+        raise RuntimeError("no free broker database number (8-15) on the test Redis")
+    finally:
+        client.close()
+
+
+def release_broker_db(db: int, token: str) -> None:
+    """Flush and give back a leased broker database."""
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        redis.Redis.from_url(_db_url(db)).flushdb()
+        lease = f"oauthledger-test:broker-db:{db}"
+        if client.get(lease) == token.encode():
+            client.delete(lease)
+    finally:
+        client.close()
+
+
+def _db_url(db: int) -> str:
+    return REDIS_URL.rsplit("/", 1)[0] + f"/{db}"
+
+
+def stack_env(database_url: str, workdir: Path, broker_db: int, **extra: str
+              ) -> dict[str, str]:
+    """Production-mode environment: PostgreSQL, Redis with a unique prefix, a Redis
+    broker on a leased database."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("OAUTHLEDGER_")}
     env.update({
         "OAUTHLEDGER_DATABASE_URL": database_url,
         "OAUTHLEDGER_REDIS_URL": REDIS_URL,
         "OAUTHLEDGER_REDIS_PREFIX": "e2e-" + uuid.uuid4().hex[:10],
-        "OAUTHLEDGER_BROKER_URL": REDIS_URL.rsplit("/", 1)[0] + f"/{random.randint(2, 15)}",
+        "OAUTHLEDGER_BROKER_URL": _db_url(broker_db),
         "OAUTHLEDGER_DATA_DIR": str(workdir / "data"),
         "OAUTHLEDGER_SECRET_KEY_FILE": str(workdir / "secret-keys.json"),
         "PYTHONUNBUFFERED": "1",
@@ -280,7 +326,9 @@ def make_stack(servers: int = 2, worker: bool = True, **extra: str) -> Stack:
     ends. The caller must close() it."""
     workdir = Path(tempfile.mkdtemp(prefix="oauthledger-e2e-"))
     schema, url = create_schema()
-    stack = Stack(env=stack_env(url, workdir, **extra), workdir=workdir, schema=schema)
+    lease = lease_broker_db()
+    stack = Stack(env=stack_env(url, workdir, lease[0], **extra), workdir=workdir,
+                  schema=schema, broker_lease=lease)
     try:
         stack.cli("db", "upgrade")
         if worker and celery_app_available():
