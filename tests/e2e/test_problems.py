@@ -369,6 +369,14 @@ def test_access_token_expires(short: s.Server, stack: s.Stack, consumer: s.Consu
     time.sleep(SHORT_TTL + 1)
     for server in stack.servers:
         assert_problem(myself(server.url, consumer, at), 401, "token_expired")
+    # Within the authorization lifetime the session handle still renews it.
+    resp = signed(consumer, "POST", stack.url + ACCESS, resource_owner_key=at["oauth_token"],
+                  resource_owner_secret=at["oauth_token_secret"],
+                  data={"oauth_session_handle": at["oauth_session_handle"]})
+    assert resp.status_code == 200, resp.text
+    renewed = dict(parse_qsl(resp.text))
+    assert myself(stack.servers[1].url, consumer, renewed).status_code == 200
+    assert_problem(myself(stack.url, consumer, at), 401, "token_used")
 
 
 # -- the authorize page ---------------------------------------------------------------------

@@ -189,3 +189,34 @@ def test_redis_outage_is_a_503_naming_redis(pg_url: str, key_layout: KeyLayout,
     ready = a.client.simulate_get("/readyz")
     assert ready.status_code == 503 and ready.json["checks"]["redis"].startswith("down")
     a.deps.store.engine.dispose()
+
+
+@pytest.mark.parametrize("payload", [
+    [], 3, "text", {"method": "GET"}, {"url": "http://rs.test/x"},
+    {"method": "GET", "url": "garbage"}, {"method": "GET", "url": "http://[::1/x"},
+    {"method": "GET", "url": "http://rs.test:99999/x"}, {"method": "GET", "url": ""},
+    {"method": "GET", "url": "http://rs.test/x", "headers": ["Authorization"]},
+    {"method": "GET", "url": "http://rs.test/x", "headers": {"Authorization": "OAuth a=\"%zz\""}},
+    {"method": ["GET"], "url": {"u": 1}, "headers": None, "body": {"b": 1}},
+    {"method": "POST", "url": "http://rs.test/x?%E0%A4%A=1", "body": "a=%ZZ",
+     "headers": {"Content-Type": "application/x-www-form-urlencoded"}},
+])
+def test_verify_api_odd_payloads_are_4xx_or_refusals(app: App, payload: object) -> None:
+    """Whatever a resource server posts, the verify API answers 400 or a refusal, never
+    a 500."""
+    import base64
+    import json
+
+    from services.resource_servers import create_resource_server
+
+    secret = create_resource_server(app.deps.ledger, app.deps.sealer, "rs1", "", {"actor": "t"})
+    auth = "Basic " + base64.b64encode(f"rs1:{secret}".encode()).decode()
+    resp = app.client.simulate_post("/rest/oauthledger/1/verify", body=json.dumps(payload),
+                                    headers={"Authorization": auth,
+                                             "Content-Type": "application/json"})
+    assert resp.status_code < 500, resp.text
+    if resp.status_code == 200:
+        assert resp.json["valid"] is False and resp.json["oauth_problem"]
+    else:
+        assert resp.status_code == 400
+        assert resp.headers["Content-Type"].startswith("application/problem+json")
