@@ -12,10 +12,11 @@ redis-py API.
 from __future__ import annotations
 
 import base64
+import binascii
 import dataclasses
+import functools
 import json
 import math
-import re
 import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -81,7 +82,6 @@ _HEAD = struct.Struct("<Bdd")  # flags, expires_at, issued_at (exact doubles)
 # A sealed value is ``s1.k<8 hex>.<base64url(nonce || ciphertext+tag)>`` (events.sealing):
 # kept sealed in Redis, but as 4 key-id bytes + the raw sealed bytes instead of base64
 # text (a third smaller). Anything else (tests seal nothing) is stored as its text.
-_SEALED = re.compile(r"s1\.k([0-9a-f]{8})\.([A-Za-z0-9_-]+)\Z")
 _compact_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
@@ -98,8 +98,10 @@ def _b64e(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
 
+@functools.lru_cache(maxsize=65536)
 def _short(text: str) -> bytes:
-    """A length-prefixed UTF-8 string: one length byte below 128, else two."""
+    """A length-prefixed UTF-8 string: one length byte below 128, else two. Cached:
+    consumer keys and user names repeat across many tokens."""
     raw = text.encode("utf-8")
     n = len(raw)
     if n < 0x80:
@@ -118,16 +120,25 @@ def _read_short(buf: bytes, at: int) -> tuple[str, int]:
     return buf[at:at + n].decode("utf-8"), at + n
 
 
+_TO_STD = bytes.maketrans(b"-_", b"+/")
+_TO_URL = bytes.maketrans(b"+/", b"-_")
+_PAD = {0: b"", 2: b"==", 3: b"="}
+
+
 def _pack_secret(sealed: str) -> tuple[int, bytes]:
-    m = _SEALED.match(sealed)
-    if m is not None:
-        body = m.group(2)
+    if sealed.startswith("s1.k") and sealed[12:13] == ".":
+        kid_text = sealed[4:12]
+        body = sealed[13:].encode("ascii", "replace")
         try:
-            raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
-        except ValueError:
-            raw = None
-        if raw is not None and _b64e(raw) == body:  # only if it re-encodes exactly
-            return _PACKED_SECRET, bytes.fromhex(m.group(1)) + raw
+            kid = bytes.fromhex(kid_text)
+            raw = binascii.a2b_base64(body.translate(_TO_STD) + _PAD[len(body) & 3])
+        except (ValueError, KeyError):  # binascii.Error is a ValueError
+            pass
+        else:
+            # Only if it re-encodes to exactly the same text (canonical base64url).
+            if (kid.hex() == kid_text and binascii.b2a_base64(raw, newline=False)
+                    .translate(_TO_URL).rstrip(b"=") == body):
+                return _PACKED_SECRET, kid + raw
     return 0, sealed.encode("utf-8")
 
 
@@ -138,13 +149,10 @@ def encode_token(kind: str, status: str, consumer_key: str, secret_sealed: str,
     (length-prefixed), then the sealed secret to the end."""
     flags, secret = _pack_secret(secret_sealed)
     flags |= _TOKEN_CODE[(kind, status)]
-    parts = [b"", _short(consumer_key)]
-    if user is not None:
-        flags |= _HAS_USER
-        parts.append(_short(user))
-    parts[0] = _HEAD.pack(flags, expires_at, issued_at)
-    parts.append(secret)
-    return b"".join(parts)
+    if user is None:
+        return _HEAD.pack(flags, expires_at, issued_at) + _short(consumer_key) + secret
+    return (_HEAD.pack(flags | _HAS_USER, expires_at, issued_at) + _short(consumer_key)
+            + _short(user) + secret)
 
 
 def _encode_token(state: TokenState) -> bytes:
@@ -226,9 +234,11 @@ BUCKET_LOAD = 40
 INDEX_LUA = """
 local W = EXPIRY_WINDOW_MS
 local LOAD = BUCKET_LOAD
+-- The token's hash (its last 16 bytes at most: tokens are random; cheap in Lua):
+-- events.readmodel.token_hash computes the same in Python.
 local function thash(s)
   local h = 0
-  for i = 1, #s do h = (h * 31 + string.byte(s, i)) % 1048576 end
+  for i = math.max(1, #s - 15), #s do h = (h * 31 + string.byte(s, i)) % 1048576 end
   return h
 end
 local function fmt(n) return string.format('%d', n) end
@@ -400,6 +410,22 @@ def token_index_args(kind: str, status: str, expires_at: float) -> tuple[str, st
     if status in ("pending", "approved"):
         return expat, "r+" + repr(expires_at)
     return expat, "r-"
+
+
+def token_hash(token: str) -> int:
+    """The expiry-bucket hash of a token (the same as ``thash`` in the Lua)."""
+    h = 0
+    for b in token.encode("utf-8")[-16:]:
+        h = (h * 31 + b) % 1048576
+    return h
+
+
+def bucket_layout(count: int) -> tuple[int, int]:
+    """(level, split pointer) for an expiry hour holding ``count`` tokens, at
+    :data:`BUCKET_LOAD` tokens per bucket: what a bulk load writes directly."""
+    buckets = max(1, math.ceil(count / BUCKET_LOAD))
+    level = buckets.bit_length() - 1
+    return level, buckets - (1 << level)
 
 
 def _index_args(state: Any) -> tuple[str, str]:

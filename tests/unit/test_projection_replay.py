@@ -1,5 +1,7 @@
-"""FastReplay (the rebuild's fold) must give exactly what events.state.fold gives, and the
-Redis encoding of a token must decode to the fold's state for the fields readers use."""
+"""RowReplay (the rebuild's fold) must give exactly what events.state.fold gives for every
+field the read model holds, write exactly what a version-guarded apply of the reference
+states writes, and the Redis encoding of a token must decode to the fold's state for the
+fields readers use."""
 
 from __future__ import annotations
 
@@ -9,8 +11,9 @@ import pytest
 
 from events import catalog as ev
 from events.chain import canonical_json
-from events.projection import FastReplay
-from events.readmodel import TOKEN_FIELDS_NOT_IN_REDIS, decode_value, encode, redis_view
+from events.keys import KeyLayout
+from events.projection import RowReplay
+from events.readmodel import TOKEN_FIELDS_NOT_IN_REDIS, ReadModel, decode_value, encode, redis_view
 from events.sealing import KeyRing, Sealer
 from events.state import Replay, TokenState
 from events.store import RecordedEvent
@@ -70,32 +73,88 @@ HISTORY = [
 ]
 
 
-def test_fast_replay_equals_reference_fold() -> None:
+def _rows(records: list[RecordedEvent]) -> list[tuple]:
+    return [tuple(r)[:7] if isinstance(r, tuple) else (
+        r.position, r.stream_id, r.stream_version, r.type, r.schema_version, r.data,
+        r.metadata) for r in records]
+
+
+def _key(s: object) -> tuple[str, str | None]:
+    return (type(s).__name__, getattr(s, "token", None) or getattr(s, "key", None)
+            or getattr(s, "name", None))
+
+
+def test_row_replay_equals_reference_fold() -> None:
     records = _records(HISTORY)
     reference = Replay()
-    fast = FastReplay()
     for rec in records:
         reference.apply(rec)
-        fast.apply(rec)
-    got = {(type(s).__name__, getattr(s, "token", None) or getattr(s, "key", None)
-            or getattr(s, "name", None)): s for s in fast.final_states()}
-    want = {(type(s).__name__, getattr(s, "token", None) or getattr(s, "key", None)
-             or getattr(s, "name", None)): s for s in reference.states.values()}
+    fast = RowReplay()
+    rows = _rows(records)
+    fast.feed(rows[:5])
+    fast.feed(rows[5:])  # batches carry state over
+    got = {_key(s): s for s in fast.states()}
+    want = {_key(s): redis_view(s) for s in reference.states.values()}
     assert got == want
-    assert fast.position == reference.position == len(records)
-    # Every token event type took the fast path at least once in this history.
+    assert fast.position == reference.position == fast.count == len(records)
+    assert not fast.slow
+    # Every token event type took the fast path in this history.
     assert {r.type for r in records} >= {
         "RequestTokenIssued", "TokenApproved", "TokenDenied", "RequestTokenExchanged",
         "RequestTokenExpired", "AccessTokenIssued", "AccessTokenRenewed",
         "AccessTokenRevoked", "AccessTokenExpired"}
+    assert len(fast.tokens) == 6
 
 
-def test_fast_replay_reports_corrupt_rows_like_the_reference() -> None:
+class _NoRedis:
+    def register_script(self, script: str) -> None:
+        return None
+
+
+def test_row_replay_writes_what_the_reference_apply_writes() -> None:
+    """The bulk arguments (key, version, payload, EXPIREAT, index operation) are the
+    apply script's arguments for the reference states, entity for entity."""
+    records = _records(HISTORY)
+    reference = Replay()
+    for rec in records:
+        reference.apply(rec)
+    rm = ReadModel(_NoRedis(), KeyLayout("x"))  # type: ignore[arg-type]
+    fast = RowReplay()
+    fast.feed(_rows(records))
+
+    def entities(args: list) -> dict:
+        return {(args[i], args[i + 1]): tuple(args[i + 2:i + 6])
+                for i in range(4, len(args), 6)}
+
+    got: dict = {}
+    for n, args in fast.apply_args(rm, "x:p1", chunk=4):
+        assert int(args[2]) == n and len(args) == 4 + 6 * n
+        got.update(entities(args))
+    want = entities(rm.apply_args(list(reference.states.values()), None, "x:p1"))
+    assert got == want
+
+
+def test_row_replay_hands_unusual_rows_to_the_reference_fold() -> None:
+    """An older schema goes through the reference fold (upcasting); a token event before
+    its stream's first fails like the reference fold."""
+    records = _records(HISTORY)
+    fast = RowReplay()
+    fast.feed(_rows(records))
+    assert "consumer-c" in fast.others  # schema 1 consumer: upcast by the reference
+    orphan = _records([("token-z", ev.AccessTokenRevoked(token="z", by="a"), T1, None)])
+    with pytest.raises(Exception) as fast_err:
+        RowReplay().feed(_rows(orphan))
+    with pytest.raises(Exception) as ref_err:
+        Replay().apply(orphan[0])
+    assert type(fast_err.value) is type(ref_err.value)
+
+
+def test_row_replay_reports_corrupt_rows_like_the_reference() -> None:
     rec = _records(HISTORY[3:4])[0]
     broken = RecordedEvent(rec.position, rec.stream_id, rec.stream_version, rec.type,
                            rec.schema_version, "{not json", rec.metadata, rec.hash)
     with pytest.raises(Exception) as fast_err:
-        FastReplay().apply(broken)
+        RowReplay().feed(_rows([broken]))
     with pytest.raises(Exception) as ref_err:
         Replay().apply(broken)
     assert type(fast_err.value) is type(ref_err.value)
