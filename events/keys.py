@@ -8,6 +8,8 @@ nonces, sessions and login throttles are not projections of the log and sit outs
     <prefix>:building                    -> namespace a rebuild is filling (while it runs)
     <prefix>:gen                         -> counter of rebuild generations (INCR)
     <prefix>:rebuild-lock                -> held by the one running rebuild (SET NX PX)
+    <prefix>:proj-lock, :proj-pending, :proj-recheck -> coalesced wake-ups (one projector
+                                            loops while others only flag more work)
     <ns>:checkpoint                      -> last projected log position
     <ns>:c:<consumer key>                -> "<stream version>|<consumer JSON>"
     <ns>:t:<token>                       -> "<stream version>|<token JSON>"   (EXPIREAT)
@@ -64,6 +66,21 @@ class KeyLayout:
     def rebuild_lock(self) -> str:
         """Lock held by the one rebuild that may run at a time."""
         return f"{self.prefix}:rebuild-lock"
+
+    @property
+    def projector_lock(self) -> str:
+        """Held (SET NX PX, extended per batch) by the one projector looping now."""
+        return f"{self.prefix}:proj-lock"
+
+    @property
+    def projector_pending(self) -> str:
+        """Set by a wake-up that found the projector busy: it must loop once more."""
+        return f"{self.prefix}:proj-pending"
+
+    @property
+    def projector_recheck(self) -> str:
+        """Present while a delayed re-check of a busy projector is scheduled."""
+        return f"{self.prefix}:proj-recheck"
 
     @property
     def default_namespace(self) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 from events.connections import open_redis, open_store
 from events.expiry import sweep_expired
 from events.keys import KeyLayout
-from events.projection import RebuildBusy, project_pending, rebuild
+from events.projection import RebuildBusy, project_coalesced, rebuild
 from events.readmodel import ReadModel
 from events.settings import Settings
 from events.store import EventStore
@@ -44,18 +44,29 @@ def _deps() -> tuple[EventStore, ReadModel]:
     return found
 
 
-@app.task(name=TASK_PROJECT)
-def project(batch_size: int = 1000) -> dict[str, Any]:
+def _coalesced(task: Any, batch_size: int) -> dict[str, Any]:
+    """Project, or flag the projector that is already looping (events.projection,
+    "coalesced wake-ups"). A busy answer that asks for a re-check re-sends this task
+    shortly — a few seconds, never days ahead (rule 5) — in case the holder died
+    without seeing the flag."""
+    store, read_model = _deps()
+    result = project_coalesced(store, read_model, batch_size=batch_size)
+    if result.recheck_ms is not None:
+        task.apply_async(kwargs={"batch_size": batch_size},
+                         countdown=result.recheck_ms / 1000 + 0.1)
+    return result.as_dict()
+
+
+@app.task(name=TASK_PROJECT, bind=True)
+def project(self: Any, batch_size: int = 1000) -> dict[str, Any]:
     """Project pending events (sent by front ends after each commit)."""
-    store, read_model = _deps()
-    return project_pending(store, read_model, batch_size=batch_size).as_dict()
+    return _coalesced(self, batch_size)
 
 
-@app.task(name=TASK_CATCH_UP)
-def catch_up() -> dict[str, Any]:
+@app.task(name=TASK_CATCH_UP, bind=True)
+def catch_up(self: Any, batch_size: int = 1000) -> dict[str, Any]:
     """Beat: project whatever lost or delayed messages left behind (rule 4)."""
-    store, read_model = _deps()
-    return project_pending(store, read_model).as_dict()
+    return _coalesced(self, batch_size)
 
 
 @app.task(name=TASK_SWEEP)

@@ -12,7 +12,7 @@ import pytest
 from events import catalog as ev
 from events.chain import canonical_json
 from events.keys import KeyLayout
-from events.projection import RowReplay
+from events.projection import FastReplay, RowReplay
 from events.readmodel import TOKEN_FIELDS_NOT_IN_REDIS, ReadModel, decode_value, encode, redis_view
 from events.sealing import KeyRing, Sealer
 from events.state import Replay, TokenState
@@ -82,6 +82,19 @@ def _rows(records: list[RecordedEvent]) -> list[tuple]:
 def _key(s: object) -> tuple[str, str | None]:
     return (type(s).__name__, getattr(s, "token", None) or getattr(s, "key", None)
             or getattr(s, "name", None))
+
+
+def test_fast_replay_equals_reference_fold() -> None:
+    """FastReplay (the audit commands' fold) gives the full reference states."""
+    records = _records(HISTORY)
+    reference = Replay()
+    fast = FastReplay()
+    for rec in records:
+        reference.apply(rec)
+        fast.apply(rec)
+    assert {_key(s): s for s in fast.final_states()} == {
+        _key(s): s for s in reference.states.values()}
+    assert fast.position == reference.position == len(records)
 
 
 def test_row_replay_equals_reference_fold() -> None:
