@@ -14,15 +14,17 @@ import redis
 from events import catalog as ev
 from events.keys import KeyLayout
 from events.projection import (
+    _BULK_INDEX,
     RebuildBusy,
     compare,
+    project_coalesced,
     project_pending,
     rebuild,
     snapshot,
     status,
 )
-from events.readmodel import ReadModel, expiry_ms
-from events.state import fold_stream, token_stream
+from events.readmodel import BUCKET_LOAD, ReadModel, bucket_layout, expiry_ms
+from events.state import TokenState, fold_stream, token_stream
 from events.store import EventStore
 from tests.integration.test_projection_support import make_history
 
@@ -163,3 +165,73 @@ def test_status_reports_lag(store, read_model) -> None:
         expires_at=time.time() + 600)])
     st = status(store, read_model, now=rows[0].time + 2.5)
     assert st.lag_events == 1 and st.lag_seconds == pytest.approx(2.5)
+
+
+def test_coalesced_wake_ups(store, read_model) -> None:
+    """A wake-up that finds a projector looping only flags more work (and, once, asks for
+    a re-check in case that projector died); the holder loops until no flag is left."""
+    make_history(store, 30, now=time.time())
+    project_pending(store, read_model)
+    keys = read_model.keys
+    read_model.redis.set(keys.projector_lock, "someone-else", px=5000)
+    busy = project_coalesced(store, read_model)
+    assert not busy.ran and busy.recheck_ms is not None and 0 < busy.recheck_ms <= 5000
+    assert read_model.redis.exists(keys.projector_pending)
+    again = project_coalesced(store, read_model)
+    assert not again.ran and again.recheck_ms is None  # one re-check is scheduled already
+    read_model.redis.delete(keys.projector_lock)  # "the holder died"
+    more = make_history(store, 20, now=time.time(), seed=3, register=False)
+    done = project_coalesced(store, read_model)
+    # The flag left by the busy wake-ups makes the new holder run a second round.
+    assert done.ran and done.rounds == 2 and done.events == more.events
+    assert done.checkpoint == read_model.checkpoint() == store.head()
+    assert not read_model.redis.exists(keys.projector_lock, keys.projector_pending)
+
+
+def _access(token: str, expires_at: float, status: str = "active", version: int = 1):
+    return TokenState(token=token, kind="access", consumer_key="c", secret_sealed="x",
+                      status=status, expires_at=expires_at, issued_at=expires_at - 60,
+                      user="u", version=version)
+
+
+def test_bulk_expiry_index_agrees_with_incremental_writes(read_model) -> None:
+    """The rebuild lays out an hour's expiry buckets at once; tokens a front end indexed
+    into the same hour meanwhile are merged, and every token can be removed again by
+    the incremental script (same bucket addresses)."""
+    client = read_model.redis
+    ns = read_model.keys.namespace(1)
+    client.set(read_model.keys.building, ns)
+    hour_start = (int(time.time() // 3600) + 5) * 3600.0
+    early = [_access(f"fe{i:03d}-{uuid.uuid4().hex[:20]}", hour_start + i) for i in range(30)]
+    assert read_model.apply(early, namespace=ns) == 30  # a front end, during the rebuild
+    bulk = client.register_script(_BULK_INDEX)
+    keys = [read_model.keys.active, read_model.keys.building]
+    hour = int(hour_start // 3600)
+    other_hour = [_access(f"bk{i:04d}-{uuid.uuid4().hex[:20]}", hour_start + 3600 + i * 0.5)
+                  for i in range(500)]
+    same_hour = [_access(f"bs{i:03d}-{uuid.uuid4().hex[:20]}", hour_start + 30 + i)
+                 for i in range(100)]
+
+    def pairs(states):
+        out = []
+        for s in states:
+            out += [s.token, expiry_ms(s.expires_at)]
+        return out
+
+    level, split = bucket_layout(len(same_hour))
+    assert bulk(keys=keys, args=[ns, hour, level, split, "new", *pairs(same_hour)]) == 1
+    level, split = bucket_layout(len(other_hour))
+    assert (level, split) == (3, 5)  # 13 buckets of at most 40
+    for i, mode in ((0, "new"), (200, "add"), (400, "add")):
+        assert bulk(keys=keys, args=[ns, hour + 1, level, split, mode,
+                                     *pairs(other_hour[i:i + 200])]) == 0
+    everything = early + same_hour + other_hour
+    assert read_model.expiry_index(ns) == sorted(
+        (s.token, expiry_ms(s.expires_at)) for s in everything)
+    buckets = list(client.scan_iter(KeyLayout.expiry_bucket_prefix(ns) + "*"))
+    assert {client.object("encoding", b) for b in buckets} == {b"listpack"}
+    assert max(client.zcard(b) for b in buckets) <= 2 * BUCKET_LOAD
+    revoked = [_access(s.token, s.expires_at, "revoked", 2) for s in everything]
+    assert read_model.apply(revoked, namespace=ns) == len(everything)
+    assert read_model.expiry_index(ns) == []
+    assert not client.exists(KeyLayout.expiry(ns))
