@@ -18,6 +18,7 @@ from services import dance
 from services.consumers import ConsumerInput, register_consumer
 from services.users import register_user
 from tests.e2e.servers import (
+    OAUTHLEDGER,
     Stack,
     _db_url,
     lease_broker_db,
@@ -92,7 +93,7 @@ def test_flushing_redis_under_load_never_accepts_a_revoked_token():
     lease = lease_broker_db()  # a Redis database of its own, so FLUSHDB is the real thing
     stack = make_stack(servers=1, OAUTHLEDGER_REDIS_URL=_db_url(lease[0]),
                        OAUTHLEDGER_CATCHUP_INTERVAL="1s")
-    beat = spawn("celery-beat", [str(stack.servers[0].process.proc.args[0]), "beat"],
+    beat = spawn("celery-beat", [OAUTHLEDGER, "beat"],
                  {**stack.env, "OAUTHLEDGER_DATA_DIR": str(stack.workdir / "beat")},
                  stack.workdir)
     try:
