@@ -103,6 +103,19 @@ class _Page:
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
 
+    def admin_post(self, req: falcon.Request, resp: falcon.Response
+                   ) -> tuple[UserState, Session, dict[str, str]] | None:
+        """The admin, their session and the posted form, once both the admin check and
+        the anti-CSRF check passed; None when a refusal page is already rendered."""
+        who = _admin(req, resp, self.deps)
+        if who is None:
+            return None
+        user, sess = who
+        data = form(req)
+        if _csrf_refused(req, resp, self.deps, user, sess, data):
+            return None
+        return user, sess, data
+
     def page(self, resp: falcon.Response, template: str, user: UserState, sess: Session,
              status: int = 200, **context: Any) -> None:
         render(resp, self.deps, template, status=status, user=user, csrf=sess.csrf,
@@ -182,13 +195,11 @@ class ConsumerAddPage(_Page):
                   history=[], outstanding=0)
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        who = _admin(req, resp, self.deps)
-        if who is None:
+        posted = self.admin_post(req, resp)
+        if posted is None:
             return
-        user, sess = who
-        data, multi = form(req), _multi(req)
-        if _csrf_refused(req, resp, self.deps, user, sess, data):
-            return
+        user, sess, data = posted
+        multi = _multi(req)
         key = data.get("key", "").strip()
         try:
             state, secret = svc.register_consumer(
@@ -219,13 +230,10 @@ class ConsumerFetchPage(_Page):
                   errors={})
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        who = _admin(req, resp, self.deps)
-        if who is None:
+        posted = self.admin_post(req, resp)
+        if posted is None:
             return
-        user, sess = who
-        data = form(req)
-        if _csrf_refused(req, resp, self.deps, user, sess, data):
-            return
+        user, sess, data = posted
         base_url = data.get("base_url", "").strip()
         try:
             info = inst.fetch_consumer_info(base_url)
@@ -269,13 +277,11 @@ class ConsumerEditPage(_Page):
         self._render(resp, *who, key, _consumer_values(state), {}, notice=_notice(req))
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        who = _admin(req, resp, self.deps)
-        if who is None:
+        posted = self.admin_post(req, resp)
+        if posted is None:
             return
-        user, sess = who
-        data, multi = form(req), _multi(req)
-        if _csrf_refused(req, resp, self.deps, user, sess, data):
-            return
+        user, sess, data = posted
+        multi = _multi(req)
         key = data.get("key", "")
         try:
             _, secret = svc.update_consumer(self.deps.ledger, self.deps.sealer, key,
@@ -301,13 +307,10 @@ class ConsumerRemoveAction(_Page):
     """POST key: remove the consumer and revoke all its tokens in one commit."""
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        who = _admin(req, resp, self.deps)
-        if who is None:
+        posted = self.admin_post(req, resp)
+        if posted is None:
             return
-        user, sess = who
-        data = form(req)
-        if _csrf_refused(req, resp, self.deps, user, sess, data):
-            return
+        user, sess, data = posted
         try:
             svc.remove_consumer(self.deps.ledger, data.get("key", ""), meta(req, user.name))
         except NotFound:
@@ -339,13 +342,10 @@ class ConsumerInfoPage(_Page):
             self._show(req, resp, *who, errors={})
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        who = _admin(req, resp, self.deps)
-        if who is None:
+        posted = self.admin_post(req, resp)
+        if posted is None:
             return
-        user, sess = who
-        data = form(req)
-        if _csrf_refused(req, resp, self.deps, user, sess, data):
-            return
+        user, sess, data = posted
         values = {"name": data.get("name", ""), "description": data.get("description", "")}
         try:
             inst.update_installation(self.deps.ledger, self.deps.sealer, values["name"],
@@ -360,12 +360,10 @@ class RotateAction(_Page):
     """POST: generate a new key pair for this installation."""
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        who = _admin(req, resp, self.deps)
-        if who is None:
+        posted = self.admin_post(req, resp)
+        if posted is None:
             return
-        user, sess = who
-        if _csrf_refused(req, resp, self.deps, user, sess, form(req)):
-            return
+        user, sess, _ = posted
         inst.rotate_key_pair(self.deps.ledger, self.deps.sealer, meta(req, user.name))
         raise _see_other(f"{ADMIN}/consumer-info", done="key-rotated")
 
@@ -392,13 +390,10 @@ class ProvidersPage(_Page):
             self._show(req, resp, *who, dict(_EMPTY_PROVIDER), {})
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        who = _admin(req, resp, self.deps)
-        if who is None:
+        posted = self.admin_post(req, resp)
+        if posted is None:
             return
-        user, sess = who
-        data = form(req)
-        if _csrf_refused(req, resp, self.deps, user, sess, data):
-            return
+        user, sess, data = posted
         use_rsa = data.get("signing") == "rsa"
         values = {k: data.get(k, "") for k in _EMPTY_PROVIDER if k != "use_rsa"}
         values["use_rsa"] = use_rsa
@@ -445,13 +440,10 @@ class ProviderRemoveAction(_Page):
     """POST name: remove a service provider."""
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        who = _admin(req, resp, self.deps)
-        if who is None:
+        posted = self.admin_post(req, resp)
+        if posted is None:
             return
-        user, sess = who
-        data = form(req)
-        if _csrf_refused(req, resp, self.deps, user, sess, data):
-            return
+        user, sess, data = posted
         try:
             prov.remove_provider(self.deps.ledger, data.get("name", ""), meta(req, user.name))
         except NotFound:
@@ -484,13 +476,10 @@ class AdminTokensPage(_Page):
                   consumers=svc.list_consumers(self.deps.ledger), notice=_notice(req))
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        who = _admin(req, resp, self.deps)
-        if who is None:
+        posted = self.admin_post(req, resp)
+        if posted is None:
             return
-        user, sess = who
-        data = form(req)
-        if _csrf_refused(req, resp, self.deps, user, sess, data):
-            return
+        user, sess, data = posted
         done = _revoke(self.deps, req, data.get("token", ""), user.name, owner=None)
         back = {k: data[k] for k in ("user", "consumer", "status") if data.get(k)}
         raise _see_other(f"{ADMIN}/tokens", **back, done=done)
