@@ -28,6 +28,7 @@ from events.keys import KeyLayout
 from events.migrate import upgrade
 from events.store import EventStore
 from tests.conftest import REDIS_URL
+from tests.e2e import servers
 
 OAUTHLEDGER = Path(sys.executable).with_name("oauthledger")
 BROKER_DBS = range(8, 16)
@@ -196,3 +197,24 @@ def sender(broker_url: str) -> Iterator[Callable[..., None]]:
 
     yield send
     app.close()
+
+
+# -- the shared deployment of the dance, problem and resource tests ---------------------
+
+
+@pytest.fixture(scope="module")
+def stack(request: pytest.FixtureRequest) -> servers.Stack:
+    """The session's deployment: two gunicorn front ends and a Celery worker."""
+    return servers.shared_stack(request.config)
+
+
+@pytest.fixture(scope="module")
+def rsa() -> servers.RsaPair:
+    """An RSA key pair for the module's consumers."""
+    return servers.rsa_pair()
+
+
+@pytest.fixture(scope="module")
+def user(stack: servers.Stack) -> str:
+    """A user who approves."""
+    return servers.add_user(stack)

@@ -30,21 +30,9 @@ def node() -> str:
 
 
 @pytest.fixture(scope="module")
-def stack(request) -> s.Stack:
-    """The session's deployment."""
-    return s.shared_stack(request.config)
-
-
-@pytest.fixture(scope="module")
 def consumer(stack: s.Stack) -> s.Consumer:
     """A consumer allowed every method (PLAINTEXT over http too)."""
     return s.add_consumer(stack, s.rsa_pair(), allow_plaintext_over_http=True)
-
-
-@pytest.fixture(scope="module")
-def user(stack: s.Stack) -> str:
-    """A user who approves."""
-    return s.add_user(stack)
 
 
 def run(node: str, consumer: s.Consumer, method: str, step: str, base: str,

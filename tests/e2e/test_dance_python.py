@@ -25,24 +25,6 @@ AUTHLIB_METHODS = ("HMAC-SHA1", "RSA-SHA1", "PLAINTEXT")
 
 
 @pytest.fixture(scope="module")
-def stack(request) -> s.Stack:
-    """The session's deployment: two gunicorn front ends, a Celery worker."""
-    return s.shared_stack(request.config)
-
-
-@pytest.fixture(scope="module")
-def rsa() -> s.RsaPair:
-    """The consumers' RSA key pair."""
-    return s.rsa_pair()
-
-
-@pytest.fixture(scope="module")
-def user(stack: s.Stack) -> str:
-    """A user who approves."""
-    return s.add_user(stack)
-
-
-@pytest.fixture(scope="module")
 def consumer(stack: s.Stack, rsa: s.RsaPair) -> s.Consumer:
     """A consumer allowed every method; PLAINTEXT over http needs the flag (the CLI's
     --allow-plaintext-over-http) since these servers speak plain http."""

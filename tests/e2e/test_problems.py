@@ -25,24 +25,6 @@ SHORT_TTL = 3  # seconds, for the expiry tests' front end
 
 
 @pytest.fixture(scope="module")
-def stack(request) -> s.Stack:
-    """The session's deployment."""
-    return s.shared_stack(request.config)
-
-
-@pytest.fixture(scope="module")
-def rsa() -> s.RsaPair:
-    """The consumers' key pair."""
-    return s.rsa_pair()
-
-
-@pytest.fixture(scope="module")
-def user(stack: s.Stack) -> str:
-    """A user who approves."""
-    return s.add_user(stack)
-
-
-@pytest.fixture(scope="module")
 def consumer(stack: s.Stack, rsa: s.RsaPair) -> s.Consumer:
     """A consumer with HMAC and RSA methods (no PLAINTEXT over http)."""
     return s.add_consumer(stack, rsa, methods=("HMAC-SHA1", "RSA-SHA1"))

@@ -22,21 +22,9 @@ RS_URL = "http://rs.test:7000/api/things?id=42"
 
 
 @pytest.fixture(scope="module")
-def stack(request) -> s.Stack:
-    """The session's deployment."""
-    return s.shared_stack(request.config)
-
-
-@pytest.fixture(scope="module")
 def consumer(stack: s.Stack) -> s.Consumer:
     """A consumer with HMAC-SHA1 and RSA-SHA1."""
     return s.add_consumer(stack, s.rsa_pair(), methods=("HMAC-SHA1", "RSA-SHA1"))
-
-
-@pytest.fixture(scope="module")
-def user(stack: s.Stack) -> str:
-    """A user."""
-    return s.add_user(stack)
 
 
 @pytest.fixture(scope="module")
