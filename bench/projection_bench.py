@@ -107,26 +107,29 @@ def memory_per_token(rm: ReadModel) -> None:
 
 
 def used_memory_per_token(client: redis.Redis, n: int, spread: float) -> None:
-    """INFO used_memory delta for ``n`` active access tokens written through the apply
-    script, expiries spread over ``spread`` seconds. Counts everything Redis allocates
-    for them: keys, values, the expires-dict entries of EXPIREAT, hash-table growth,
-    expiry buckets and index (the main dict's table doubles at powers of two, so the
-    figure depends on how many keys the database held before)."""
+    """``n`` active access tokens written through the apply script under a prefix as
+    long as the default ``ol`` (so key names have their production length), expiries
+    spread over ``spread`` seconds. Reports MEMORY USAGE (token key + share of the expiry
+    buckets and index) and the INFO used_memory delta, which counts everything Redis
+    allocated for them: keys, values, the expires-dict entries of EXPIREAT, hash-table
+    growth (the main dict's table doubles at powers of two, so that part depends on how
+    many keys the database held before), expiry buckets and index."""
     import secrets
 
     from events.sealing import KeyRing, Sealer
     from events.state import TokenState
 
     sealer = Sealer(KeyRing.generate())
-    rm = ReadModel(client, KeyLayout("olbench-" + uuid.uuid4().hex[:6]))
-    ns = rm.namespace()
+    prefix = "q" + secrets.choice("0123456789abcdefghijklmnopqrstuvwxyz")
+    rm = ReadModel(client, KeyLayout(prefix))
+    ns = rm.keys.namespace(1)
+    client.set(rm.keys.building, ns)
     now = time.time()
     states = [TokenState(
         token=secrets.token_urlsafe(24), kind="access", consumer_key=f"consumer-{i % 50}",
         secret_sealed=sealer.seal(secrets.token_urlsafe(24)), status="active",
         expires_at=now + 600 + spread * i / n, issued_at=now, user=f"user{i % 25000}",
         version=1) for i in range(n)]
-    client.memory_purge() if hasattr(client, "memory_purge") else None
     before = int(client.info("memory")["used_memory"])
     pipe = client.pipeline(transaction=False)
     for i in range(0, n, 500):
@@ -136,10 +139,22 @@ def used_memory_per_token(client: redis.Redis, n: int, spread: float) -> None:
     pipe.execute()
     after = int(client.info("memory")["used_memory"])
     keys = client.dbsize()
-    print(f"  used_memory delta for {n:,} active access tokens (expiries over "
-          f"{spread / 86400:g} days, {keys:,} keys in the db after): "
-          f"{(after - before) / n:.0f} bytes per token")
+    sample = states[:: max(1, n // 5000)]
+    key_bytes = statistics.mean(
+        client.memory_usage(KeyLayout.entity(ns, "t", s.token), samples=0) for s in sample)
+    index_bytes = client.memory_usage(KeyLayout.expiry(ns), samples=0)
+    buckets = 0
+    for key in client.scan_iter(KeyLayout.expiry_bucket_prefix(ns) + "*", count=5000):
+        buckets += 1
+        index_bytes += client.memory_usage(key, samples=0)
+    print(f"  {n:,} active access tokens, expiries over {spread / 86400:g} days, key "
+          f"{KeyLayout.entity(ns, 't', sample[0].token)!r} ({buckets:,} buckets):")
+    print(f"    MEMORY USAGE: key {key_bytes:.0f} + expiry index share {index_bytes / n:.1f}"
+          f" = {key_bytes + index_bytes / n:.0f} bytes per token")
+    print(f"    INFO used_memory delta: {(after - before) / n:.0f} bytes per token "
+          f"({keys:,} keys in the db after)")
     delete_namespace(client, ns)
+    client.delete(rm.keys.building)
 
 
 def bench_lag(rate: float, seconds: float, client: redis.Redis) -> None:

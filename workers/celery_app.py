@@ -11,7 +11,10 @@ Reliability settings (DESIGN.md rule 4): JSON only; ``acks_late`` plus
 one so a dying worker holds back at most one message per process; and every task is
 idempotent, so redelivery and duplicates are harmless. Beat sends the catch-up (closes
 any gap left by lost messages) and the expiry sweep on short fixed intervals; nothing is
-ever scheduled days ahead (rule 5).
+ever scheduled days ahead (rule 5). Projection wake-ups are coalesced in the task
+(``events.projection.project_coalesced``): one worker process loops while commits keep
+arriving, the others only flag more work, so a burst of per-commit messages does not turn
+into a queue of redundant projections (docs/workers.md).
 """
 
 from __future__ import annotations
