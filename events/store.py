@@ -62,6 +62,8 @@ class RecordedEvent:
         """The event object in its current schema (upcast if stored under an older one)."""
         try:
             payload = json.loads(self.data)
+            if not isinstance(payload, dict):
+                raise ValueError("event data is not a JSON object")
             return decode(self.type, self.schema_version, payload)
         except ValueError as exc:  # JSON errors, unknown types and schemas
             raise CorruptEvent(self.position, str(exc)) from None
@@ -70,9 +72,12 @@ class RecordedEvent:
     def meta(self) -> dict[str, Any]:
         """The metadata object: actor, request_id, time, and anything else recorded."""
         try:
-            return json.loads(self.metadata)
+            meta = json.loads(self.metadata)
         except ValueError as exc:
             raise CorruptEvent(self.position, f"metadata is not JSON: {exc}") from None
+        if not isinstance(meta, dict):
+            raise CorruptEvent(self.position, "metadata is not a JSON object")
+        return meta
 
     @property
     def time(self) -> float:
@@ -476,8 +481,10 @@ class EventStore:
                     "reordered before it",
                 )
             try:
-                decode(row.type, row.schema_version, json.loads(row.data))
-                json.loads(row.metadata)
+                data, meta = json.loads(row.data), json.loads(row.metadata)
+                if not isinstance(data, dict) or not isinstance(meta, dict):
+                    raise ValueError("data and metadata must be JSON objects")
+                decode(row.type, row.schema_version, data)
             except (ValueError, UnknownEventType, UnsupportedSchemaVersion) as exc:
                 return VerifyResult(False, count, row.position, str(exc))
             prev_hash = row.hash

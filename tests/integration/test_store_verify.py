@@ -204,6 +204,17 @@ def test_row_with_bad_metadata_json_is_reported(filled: EventStore) -> None:
         _ = filled.read_stream("token-raw")[0].meta
 
 
+@pytest.mark.parametrize("field", ["data", "metadata"])
+def test_row_whose_json_is_not_an_object_is_reported(filled: EventStore, field: str) -> None:
+    position = insert_raw(filled, **{field: "[]"})
+    result = filled.verify()
+    assert (result.ok, result.bad_position) == (False, position)
+    assert "JSON objects" in result.reason
+    with pytest.raises(CorruptEvent):
+        row = filled.read_stream("token-raw")[0]
+        _ = row.event if field == "data" else row.meta
+
+
 def test_row_with_unknown_type_is_reported(filled: EventStore) -> None:
     position = insert_raw(filled, type="TokenTeleported")
     result = filled.verify()
