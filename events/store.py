@@ -141,6 +141,8 @@ def create_store_engine(url: str) -> Engine:
             conn.exec_driver_sql(f"BEGIN {mode}")
 
         return engine
+    # pre_ping: one round trip per checkout, so a PostgreSQL restart never surfaces as a
+    # failed request on a connection that died in the pool.
     return sa.create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
 
 
@@ -243,58 +245,79 @@ class EventStore:
             raise StoreUnavailable(self.url, _first_line(exc)) from None
 
     # PostgreSQL: a transaction-scoped advisory lock serializes appends until commit.
-    # The whole append is two network round trips, pipelined (psycopg pipeline mode):
+    # The whole append is two network round trips, each one simple-query message
+    # (several statements, no bind parameters):
     #   1. BEGIN; SELECT pg_advisory_xact_lock(..); SELECT head + stream versions
-    #   2. INSERT ... SELECT FROM unnest(..); COMMIT
+    #   2. INSERT ... VALUES (..); COMMIT
     # The head is read by its own statement AFTER the lock statement has returned: in READ
     # COMMITTED every statement takes a fresh snapshot when it starts, so it sees the
     # commit of the previous lock holder. Reading the head in the same statement that
     # takes the lock would use a snapshot taken before the wait, and two appenders could
     # then both compute the same next position.
+    # Why simple queries and not psycopg's pipeline mode: measured on this machine the
+    # extended protocol's Parse/Bind/Describe/Sync traffic cost about 40% of the append
+    # rate. Values are quoted by psycopg.sql.Literal (libpq's escaping), never by hand.
+    # Large batches keep bind parameters (binary arrays through unnest), where quoting
+    # thousands of literals would cost more client CPU than it saves.
 
     _PG_HEAD_AND_VERSIONS = (
         "SELECT NULL::text, h.position, h.hash FROM "
         "(SELECT position, hash FROM events ORDER BY position DESC LIMIT 1) AS h "
         "UNION ALL "
         "SELECT s.id, (SELECT COALESCE(MAX(stream_version), 0) FROM events "
-        "WHERE stream_id = s.id)::bigint, NULL FROM unnest(%s::text[]) AS s(id)"
+        "WHERE stream_id = s.id)::bigint, NULL FROM unnest({}::text[]) AS s(id)"
     )
     _PG_INSERT = (
         "INSERT INTO events (position, stream_id, stream_version, type, schema_version, "
         "data, metadata, hash) SELECT * FROM unnest(%b::bigint[], %b::text[], %b::int[], "
         "%b::text[], %b::smallint[], %b::text[], %b::text[], %b::text[])"
     )
+    _PG_INSERT_VALUES = (
+        "INSERT INTO events (position, stream_id, stream_version, type, schema_version, "
+        "data, metadata, hash) VALUES {}; COMMIT"
+    )
+    _PG_LITERAL_ROWS = 20  # up to this many rows go as quoted literals in one message
 
     def _append_postgres(
         self, writes: Sequence[StreamWrite], meta_text: str
     ) -> list[RecordedEvent]:
         import psycopg  # the PostgreSQL driver; only this backend needs it
+        from psycopg import sql
 
         stream_ids = list(dict.fromkeys(w.stream_id for w in writes))
         raw = self._raw_connection()
         pg = raw.driver_connection
         committed = False
         try:
-            # BEGIN and COMMIT are sent as statements in the pipeline, not by psycopg's
-            # transaction handling, which would wait for BEGIN and sync twice at the end.
+            # BEGIN and COMMIT are statements in the messages, not psycopg's transaction
+            # handling, which would cost a round trip of its own for each.
             pg.autocommit = True
-            with pg.pipeline(), pg.cursor() as cur, pg.cursor() as head_cur:
-                cur.execute("BEGIN")
-                cur.execute(PG_APPEND_LOCK_SQL)
-                head_cur.execute(self._PG_HEAD_AND_VERSIONS, (stream_ids,))
+            with pg.cursor() as cur:
+                first = sql.SQL("BEGIN; {}; " + self._PG_HEAD_AND_VERSIONS).format(
+                    sql.SQL(PG_APPEND_LOCK_SQL), sql.Literal(stream_ids))
+                cur.execute(first)  # round trip 1
+                while cur.nextset():  # BEGIN, the lock, then the head: keep the last
+                    pass
                 last = None
                 versions: dict[str, int] = {}
-                for stream_id, number, hash_ in head_cur.fetchall():  # round trip 1
+                for stream_id, number, hash_ in cur.fetchall():
                     if stream_id is None:
                         last = (number, hash_)
                     else:
                         versions[stream_id] = number
                 rows = _build_rows(writes, last, versions, meta_text)
-                if rows:
+                if not rows:
+                    cur.execute("COMMIT")
+                elif len(rows) <= self._PG_LITERAL_ROWS:
+                    values = sql.SQL(", ").join(
+                        sql.SQL("({})").format(sql.SQL(", ").join(map(sql.Literal, _row_tuple(r))))
+                        for r in rows
+                    )
+                    cur.execute(sql.SQL(self._PG_INSERT_VALUES).format(values))  # round trip 2
+                else:
                     columns = [list(c) for c in zip(*map(_row_tuple, rows), strict=True)]
                     cur.execute(self._PG_INSERT, columns)
-                cur.execute("COMMIT")
-            # Leaving the pipeline synced it (round trip 2): INSERT and COMMIT succeeded.
+                    cur.execute("COMMIT")
             committed = True
             return rows
         except psycopg.IntegrityError as exc:

@@ -9,6 +9,7 @@ database itself refuses UPDATE and DELETE.
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import datetime
 
 import pytest
@@ -21,6 +22,7 @@ from events.errors import ConcurrencyConflict, StoreUnavailable
 from events.migrate import current_revision, ensure_schema, head_revision, upgrade
 from events.schema import GENESIS_HASH
 from events.store import EventStore, RecordedEvent, StreamWrite
+from tests.conftest import PG_URL
 
 
 def revoked(n: int, by: str = "admin") -> AccessTokenRevoked:
@@ -375,5 +377,30 @@ def test_unmigrated_database_raises_store_unavailable(store_url: str) -> None:
         # The failed append left the pool usable: migrating now makes it work.
         upgrade(store.engine)
         assert store.append("token-a", 0, [revoked(1)])[0].position == 1
+    finally:
+        store.engine.dispose()
+
+
+def test_append_survives_a_pooled_connection_killed_by_the_server(pg_url: str) -> None:
+    """A pooled connection that the server killed (a restart) is replaced at checkout:
+    the next append succeeds and stores its event exactly once."""
+    from events.catalog import ConsumerRemoved
+    from events.migrate import upgrade
+
+    name = "olstale" + uuid.uuid4().hex[:8]
+    store = EventStore.from_url(f"{pg_url}&application_name={name}")
+    upgrade(store.engine)
+    try:
+        store.append("s-1", 0, [ConsumerRemoved(key="a")])
+        admin = sa.create_engine(PG_URL)
+        with admin.begin() as conn:
+            killed = conn.exec_driver_sql(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                f"WHERE application_name = '{name}'").scalars().all()
+        admin.dispose()
+        assert killed and all(killed)
+        store.append("s-2", 0, [ConsumerRemoved(key="b")])
+        assert [r.stream_id for r in store.read_all()] == ["s-1", "s-2"]
+        assert store.verify().ok
     finally:
         store.engine.dispose()
