@@ -381,6 +381,9 @@ class Lookup:
     complete: bool  # False: no checkpoint (flushed, rebuilding) -> fall back to the store
     consumer: ConsumerState | None
     token: TokenState | None
+    # With a nonce given: True when this call recorded it, False when it was already
+    # recorded (a replay), None when no nonce was given.
+    nonce_fresh: bool | None = None
 
 
 def expiry_ms(expires_at: float) -> int:
@@ -501,21 +504,36 @@ class ReadModel:
 
     # -- reading ---------------------------------------------------------------------
 
-    def lookup(self, consumer_key: str, token: str | None) -> Lookup:
+    def lookup(self, consumer_key: str, token: str | None,
+               nonce: tuple[str, str, float] | None = None) -> Lookup:
         """Consumer and token for a signed request, in one round trip.
 
-        One MGET (atomic, and much cheaper for Redis than a script) reads the live-
+        One MGET (atomic, and cheaper for Redis than a script) reads the live-
         namespace pointer together with the checkpoint and the entities of the namespace
         this process last saw live. If a rebuild switched namespaces since, the pointer
         differs and the read is repeated against the new one; should it keep moving, the
-        answer says "incomplete" and the caller falls back to the store (rule 3)."""
+        answer says "incomplete" and the caller falls back to the store (rule 3).
+
+        ``nonce`` = (timestamp, nonce, window) also records the request's nonce in the
+        same round trip (``SET NX EX``, pipelined after the MGET). The caller must take
+        it back with :meth:`release_nonce` when the request is then refused, so that only
+        verified requests keep their nonce (the authenticator explains why)."""
         ns = self._live_ns
+        fresh: bool | None = None
         for _ in range(3):
             names = [self.keys.active, KeyLayout.checkpoint(ns),
                      KeyLayout.entity(ns, k.CONSUMER, consumer_key)]
             if token:
                 names.append(KeyLayout.entity(ns, k.TOKEN, token))
-            raws = self.redis.mget(names)
+            if nonce is not None and fresh is None:
+                pipe = self.redis.pipeline(transaction=False)
+                pipe.mget(names)
+                pipe.set(self.keys.nonce(consumer_key, token or "", nonce[0], nonce[1]), "1",
+                         nx=True, ex=_nonce_ttl(nonce[2]))
+                raws, recorded = pipe.execute()
+                fresh = bool(recorded)
+            else:
+                raws = self.redis.mget(names)
             live = raws[0].decode() if isinstance(raws[0], bytes) else raws[0]
             live = live or self.keys.default_namespace
             if live == ns:
@@ -524,9 +542,11 @@ class ReadModel:
                     complete=raws[1] is not None,
                     consumer=decode_value(k.CONSUMER, consumer_key, raws[2]),
                     token=decode_value(k.TOKEN, token, raws[3]) if token else None,
+                    nonce_fresh=fresh,
                 )
             ns = self._live_ns = live
-        return Lookup(namespace=ns, complete=False, consumer=None, token=None)
+        return Lookup(namespace=ns, complete=False, consumer=None, token=None,
+                      nonce_fresh=fresh)
 
     def get(self, kind: str, ident: str, namespace: str | None = None) -> Any:
         """One entity's state from the live namespace (None when absent)."""
@@ -567,9 +587,17 @@ class ReadModel:
         """Record a nonce; False when it was already used (RFC 5849 §3.3). Call only
         after the signature verified, so unsigned traffic cannot burn nonces."""
         key = self.keys.nonce(consumer_key, token, timestamp, nonce)
-        # Remember it for both sides of the window: a timestamp up to `window` in the
-        # future stays acceptable for 2 * window.
-        return bool(self.redis.set(key, "1", nx=True, ex=max(1, int(window * 2) + 1)))
+        return bool(self.redis.set(key, "1", nx=True, ex=_nonce_ttl(window)))
+
+    def release_nonce(self, consumer_key: str, token: str, timestamp: str, nonce: str) -> None:
+        """Forget a nonce recorded for a request that was then refused."""
+        self.redis.delete(self.keys.nonce(consumer_key, token, timestamp, nonce))
+
+
+def _nonce_ttl(window: float) -> int:
+    # Remember a nonce for both sides of the window: a timestamp up to `window` in the
+    # future stays acceptable for 2 * window.
+    return max(1, int(window * 2) + 1)
 
 
 def iter_states(states: Iterable[Any]) -> list[Any]:

@@ -304,8 +304,13 @@ def test_signature_invalid_advice_and_nonce_not_burned(world: World) -> None:
     # No base string, no secret in the advice.
     assert "%26oauth_nonce" not in p.advice and "samenonce" not in p.advice
     assert f"secret-{ck}" not in p.advice
+    # The hot path records the nonce in the lookup's round trip and takes it back when
+    # the request is refused: nothing of the refused request stays in Redis.
+    rm = world.auth.read_model
+    assert not list(rm.redis.scan_iter(rm.keys.nonce(ck, "*", "*", "*")))
     good = signed(ck, tok, timestamp=ts, nonce="samenonce")
     assert world.auth.authenticate_resource(good, https=True).user == "alice"
+    assert len(list(rm.redis.scan_iter(rm.keys.nonce(ck, "*", "*", "*")))) == 1
 
 
 def test_signature_over_another_url_is_invalid(world: World) -> None:
