@@ -2,8 +2,8 @@
 
 Prints µs per call of ``Authenticator.authenticate_resource`` (Redis lookup, checks,
 signature, nonce) for HMAC-SHA1 and RSA-SHA1, plus the parts: parsing the request,
-the lookup round trip, signature verification. Requests are signed beforehand, each with
-its own nonce, so signing is not measured.
+the lookup round trip (without the nonce), signature verification. Requests are signed
+beforehand, each with its own nonce, so signing is not measured.
 
     .venv/bin/python bench/hot_path_bench.py [--requests 3000]
 
@@ -142,7 +142,7 @@ def main() -> None:
             print(f"  {method:10s} authenticate_resource {full_us:7.1f} µs/call  "
                   f"(parse {parse_us:.1f}, lookup round trip {lookup_us:.1f}, "
                   f"verify {verify_us:.1f}, check_signed without Redis {checks_us:.1f}; "
-                  "the rest is the nonce SET round trip)")
+                  "the rest: the nonce riding in the lookup's pipeline and glue)")
     finally:
         for k in client.scan_iter(layout.pattern(), count=1000):
             client.delete(k)
