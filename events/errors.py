@@ -33,6 +33,7 @@ class CorruptEvent(EventStoreError):
     def __init__(self, position: int, reason: str) -> None:
         super().__init__(f"event at position {position} is corrupt: {reason}")
         self.position = position
+        self.reason = reason
 
 
 class SealingError(Exception):

@@ -31,7 +31,7 @@ from events.catalog import Event
 from events.chain import canonical_json, row_hash
 from events.errors import ConcurrencyConflict, CorruptEvent, EventStoreError, StoreUnavailable
 from events.schema import GENESIS_HASH
-from events.upcasting import UnknownEventType, UnsupportedSchemaVersion, decode
+from events.upcasting import decode
 
 # The advisory lock that serializes appends on PostgreSQL: two 32-bit keys, a constant for
 # this application and the OID of the events table, so stores in different schemas (or
@@ -60,24 +60,31 @@ class RecordedEvent:
     @property
     def event(self) -> Event:
         """The event object in its current schema (upcast if stored under an older one)."""
-        try:
-            payload = json.loads(self.data)
-            if not isinstance(payload, dict):
-                raise ValueError("event data is not a JSON object")
-            return decode(self.type, self.schema_version, payload)
-        except ValueError as exc:  # JSON errors, unknown types and schemas
-            raise CorruptEvent(self.position, str(exc)) from None
+        return self.decoded()[0]
 
     @property
     def meta(self) -> dict[str, Any]:
         """The metadata object: actor, request_id, time, and anything else recorded."""
+        return _json_object(self.position, "metadata", self.metadata)
+
+    def decoded(self) -> tuple[Event, dict[str, Any], dict[str, Any]]:
+        """(event, data as stored, metadata): the whole row checked — both columns JSON
+        objects, a known type and schema, fields that fit. Raises :class:`CorruptEvent`
+        naming the position; the one check shared by readers, exports and verify."""
+        data = _json_object(self.position, "data", self.data)
         try:
-            meta = json.loads(self.metadata)
-        except ValueError as exc:
-            raise CorruptEvent(self.position, f"metadata is not JSON: {exc}") from None
-        if not isinstance(meta, dict):
-            raise CorruptEvent(self.position, "metadata is not a JSON object")
-        return meta
+            event = decode(self.type, self.schema_version, data)
+        except ValueError as exc:  # unknown types and schemas, fields that do not fit
+            raise CorruptEvent(self.position, str(exc)) from None
+        return event, data, self.meta
+
+    def links_to(self, prev_hash: str) -> bool:
+        """True when this row's hash chains it to a predecessor whose hash is
+        ``prev_hash`` (events/chain.py)."""
+        return self.hash == row_hash(
+            prev_hash, self.position, self.stream_id, self.stream_version, self.type,
+            self.schema_version, self.data, self.metadata,
+        )
 
     @property
     def time(self) -> float:
@@ -493,23 +500,16 @@ class EventStore:
                     False, count, expected_position,
                     f"row {expected_position} is missing (next row is {row.position})",
                 )
-            recomputed = row_hash(
-                prev_hash, row.position, row.stream_id, row.stream_version, row.type,
-                row.schema_version, row.data, row.metadata,
-            )
-            if recomputed != row.hash:
+            if not row.links_to(prev_hash):
                 return VerifyResult(
                     False, count, row.position,
                     "hash does not match: the row was edited, or rows were deleted or "
                     "reordered before it",
                 )
             try:
-                data, meta = json.loads(row.data), json.loads(row.metadata)
-                if not isinstance(data, dict) or not isinstance(meta, dict):
-                    raise ValueError("data and metadata must be JSON objects")
-                decode(row.type, row.schema_version, data)
-            except (ValueError, UnknownEventType, UnsupportedSchemaVersion) as exc:
-                return VerifyResult(False, count, row.position, str(exc))
+                row.decoded()
+            except CorruptEvent as exc:
+                return VerifyResult(False, count, row.position, exc.reason)
             prev_hash = row.hash
             expected_position += 1
             count += 1
@@ -518,6 +518,18 @@ class EventStore:
         if progress is not None:
             progress(count)
         return VerifyResult(True, count, head_hash=prev_hash)
+
+
+def _json_object(position: int, column: str, text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise CorruptEvent(position, f"{column} is not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        # Canonical rows always hold objects: data and metadata must be JSON objects.
+        raise CorruptEvent(position, f"{column} is not a JSON object (data and metadata "
+                                     "must be JSON objects)")
+    return value
 
 
 def _check_stream_id(stream_id: str) -> None:

@@ -24,11 +24,9 @@ from typing import Any, TextIO
 
 import click
 
-from events.chain import row_hash
 from events.errors import CorruptEvent
 from events.schema import GENESIS_HASH
 from events.store import EventStore, RecordedEvent
-from events.upcasting import decode
 from services.cli import CliContext, CliError, pass_cli
 from services.cli_db import db_errors
 
@@ -44,22 +42,7 @@ _FLUSH_EVERY = 500  # lines between flushes when writing a backlog
 def row_object(rec: RecordedEvent) -> dict[str, Any]:
     """Every column of a stored row, ``data`` and ``metadata`` parsed, after checking
     that the row decodes (JSON, known type and schema). Raises :class:`CorruptEvent`."""
-    try:
-        data = json.loads(rec.data)
-    except ValueError as exc:
-        raise CorruptEvent(rec.position, f"data is not JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise CorruptEvent(rec.position, "data is not a JSON object")
-    try:
-        decode(rec.type, rec.schema_version, data)
-    except ValueError as exc:  # unknown type, unsupported schema, fields that do not fit
-        raise CorruptEvent(rec.position, str(exc)) from None
-    try:
-        meta = json.loads(rec.metadata)
-    except ValueError as exc:
-        raise CorruptEvent(rec.position, f"metadata is not JSON: {exc}") from None
-    if not isinstance(meta, dict):
-        raise CorruptEvent(rec.position, "metadata is not a JSON object")
+    _, data, meta = rec.decoded()
     return {
         "position": rec.position,
         "stream_id": rec.stream_id,
@@ -95,11 +78,7 @@ class ChainCheck:
                     "run `oauthledger events verify`",
                 )
             prev_hash = before.hash
-        expected = row_hash(
-            prev_hash, rec.position, rec.stream_id, rec.stream_version, rec.type,
-            rec.schema_version, rec.data, rec.metadata,
-        )
-        if expected != rec.hash:
+        if not rec.links_to(prev_hash):
             raise CorruptEvent(
                 rec.position,
                 "hash does not match the chain (the row was edited, or rows before it were "
