@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from urllib.parse import urlencode
 
 import falcon
@@ -11,7 +9,7 @@ import falcon
 from events.state import UserState, user_stream
 from services.deps import Deps
 from services.users import check_password
-from services.web import current_session
+from services.web import basic_credentials, current_session
 
 
 class ApiRefused(Exception):
@@ -27,17 +25,15 @@ def api_user(req: falcon.Request, deps: Deps) -> UserState:
     """The signed-in user of a JSON API call: HTTP Basic (name and password) or the
     browser session. Browser calls that change state must send JSON (Content-Type
     application/json), which a cross-site form cannot, so no CSRF token is needed."""
-    header = req.get_header("Authorization") or ""
-    scheme, _, value = header.partition(" ")
+    try:
+        creds = basic_credentials(req)
+    except ValueError as exc:
+        raise ApiRefused(401, str(exc)) from None
     name: str | None = None
-    if scheme.lower() == "basic":
-        try:
-            raw = base64.b64decode(value.strip(), validate=True).decode()
-            user, sep, password = raw.partition(":")
-        except (binascii.Error, UnicodeDecodeError):
-            raise ApiRefused(401, "malformed Basic credentials") from None
+    if creds is not None:
+        user, password = creds
         state, _ = deps.ledger.load(user_stream(user)) if user else (None, 0)
-        if not sep or not check_password(state, password):
+        if not check_password(state, password):
             raise ApiRefused(401, "wrong username or password")
         name = user
     else:

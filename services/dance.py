@@ -22,6 +22,7 @@ from events.settings import Settings
 from events.state import ConsumerState, TokenState, token_stream
 from services.errors import NotFound
 from services.ledger import Change, Ledger
+from services.oauth.authenticator import require_exchangeable, require_verifier
 from services.oauth.problems import OAuthProblem
 
 
@@ -175,24 +176,8 @@ def exchange(
     verifier: str | None, meta: Mapping[str, Any],
 ) -> IssuedAccessToken:
     """RFC 5849 §2.3: trade an approved request token for an access token (single use)."""
-    now = ledger.clock()
-    if request.status == "pending":
-        if now >= request.expires_at:
-            raise OAuthProblem("token_expired", "the request token expired before approval")
-        raise OAuthProblem("permission_unknown", "the user has not approved this token yet")
-    if request.status == "denied":
-        raise OAuthProblem("permission_denied", "the user denied access")
-    if request.status == "exchanged":
-        raise OAuthProblem("token_used", "this request token was already exchanged")
-    if request.status == "expired" or now >= request.expires_at:
-        raise OAuthProblem("token_expired", "the request token has expired; start again")
-    if request.verifier_sealed is not None:
-        expected = sealer.open(request.verifier_sealed)
-        if verifier is None:
-            raise OAuthProblem("parameter_absent", "OAuth 1.0a requires oauth_verifier",
-                               oauth_parameters_absent="oauth_verifier")
-        if not hmac.compare_digest(expected.encode(), verifier.encode()):
-            raise OAuthProblem("token_rejected", "oauth_verifier does not match this token")
+    require_exchangeable(request, ledger.clock())
+    require_verifier(sealer, request, verifier)
     assert request.user is not None
     issued, event = _grant(ledger, sealer, settings, request.consumer_key, request.user, None)
     event = dataclasses.replace(event, request_token=request.token)

@@ -3,8 +3,6 @@ the verify API other resource servers call."""
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hmac
 import json
 import time
@@ -17,8 +15,7 @@ from events.state import ResourceServerState, resource_server_stream, user_strea
 from services.deps import Deps
 from services.oauth.problems import OAuthProblem
 from services.oauth.request import parse_request
-from services.oauth.urls import signed_url
-from services.web import problem_json, read_body
+from services.web import basic_credentials, problem_json, read_body
 
 VERSION = "0.1.0"
 _NAME_TTL = 30.0
@@ -81,18 +78,6 @@ class ServerInfoResource:
                       "deploymentType": "Server"}
 
 
-def _basic_credentials(req: falcon.Request) -> tuple[str, str] | None:
-    header = req.get_header("Authorization") or ""
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() != "basic":
-        return None
-    try:
-        user, sep, password = base64.b64decode(value.strip(), validate=True).decode().partition(":")
-    except (binascii.Error, UnicodeDecodeError):
-        return None
-    return (user, password) if sep else None
-
-
 class VerifyResource:
     """POST a request another resource server received; answer who it authenticates.
 
@@ -105,7 +90,10 @@ class VerifyResource:
         self.deps = deps
 
     def _caller(self, req: falcon.Request) -> ResourceServerState | None:
-        creds = _basic_credentials(req)
+        try:
+            creds = basic_credentials(req)
+        except ValueError:
+            return None
         if creds is None:
             return None
         server_id, secret = creds
@@ -137,14 +125,10 @@ class VerifyResource:
                          'send JSON {"method": ..., "url": ..., "headers": {...}, "body": ...}')
             return
         try:
-            parts = url.split("?", 1)
-            scheme, _, rest = parts[0].partition("://")
-            host, _, path = rest.partition("/")
-            full = signed_url(base_url=None, scheme=scheme, host=host, path="/" + path,
-                              query=parts[1] if len(parts) > 1 else "", remote_addr=None,
-                              headers={}, trusted_proxies=())
-            sreq = parse_request(method, full, headers, body, headers.get("content-type"))
-            ctx = deps.authenticator.authenticate_resource(sreq, https=full.startswith("https"))
+            # The caller submits the URL its client signed; parse_request normalizes it
+            # (RFC 5849 §3.4.1.2) and refuses one it cannot use.
+            sreq = parse_request(method, url, headers, body, headers.get("content-type"))
+            ctx = deps.authenticator.authenticate_resource(sreq, https=url.startswith("https"))
         except OAuthProblem as problem:
             resp.media = _refused(problem, deps.settings.realm)
             return

@@ -4,7 +4,8 @@ and the error handlers (OAuth problems, problem+json, 503 naming the dependency)
 
 from __future__ import annotations
 
-import ipaddress
+import base64
+import binascii
 import json
 import logging
 import re
@@ -23,7 +24,7 @@ from services.errors import Conflict, NotFound, ValidationError
 from services.ledger import ReadModelUnavailable
 from services.oauth.problems import OAuthProblem
 from services.oauth.request import SignedRequest, parse_request
-from services.oauth.urls import signed_url
+from services.oauth.urls import is_trusted, signed_url
 from services.sessions import COOKIE, Session
 
 log = logging.getLogger(__name__)
@@ -53,19 +54,26 @@ def make_templates() -> jinja2.Environment:
 def client_address(req: falcon.Request, deps: Deps) -> str:
     """The client's address; X-Forwarded-For is believed only from a trusted proxy."""
     remote = req.remote_addr or ""
-    if _trusted(remote, deps):
+    if is_trusted(remote, deps.settings.trusted_proxies):
         forwarded = req.get_header("X-Forwarded-For")
         if forwarded:
             return forwarded.split(",")[0].strip()
     return remote
 
 
-def _trusted(addr: str, deps: Deps) -> bool:
+def basic_credentials(req: falcon.Request) -> tuple[str, str] | None:
+    """(name, password) of an ``Authorization: Basic`` header; None without one.
+    Raises ValueError when the header is not base64 of ``name:password`` in UTF-8."""
+    scheme, _, value = (req.get_header("Authorization") or "").partition(" ")
+    if scheme.lower() != "basic":
+        return None
     try:
-        ip = ipaddress.ip_address(addr)
-    except ValueError:
-        return False
-    return any(ip in net for net in deps.settings.trusted_proxies)
+        name, sep, password = base64.b64decode(value.strip(), validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        raise ValueError("malformed Basic credentials") from None
+    if not sep:
+        raise ValueError("malformed Basic credentials")
+    return name, password
 
 
 def meta(req: falcon.Request, actor: str) -> dict[str, Any]:
@@ -140,7 +148,7 @@ def current_session(req: falcon.Request, deps: Deps) -> Session | None:
     """The browser's session (from the cookie), or a session for the SSO user when a
     trusted proxy names one."""
     header = deps.settings.sso_user_header
-    if header and _trusted(req.remote_addr or "", deps):
+    if header and is_trusted(req.remote_addr, deps.settings.trusted_proxies):
         user = req.get_header(header)
         if user:
             sess = req.context.get("sso_session")
@@ -285,8 +293,7 @@ def install_error_handlers(app: falcon.App, deps: Deps) -> None:
                      dependency="keys")
 
     def on_unexpected(req, resp, ex: Exception, params) -> None:  # type: ignore[no-untyped-def]
-        if isinstance(ex, falcon.HTTPError | falcon.HTTPStatus):
-            raise ex
+        # Falcon's own HTTPError and HTTPStatus keep their more specific handlers.
         log.exception("unexpected error on %s %s", req.method, req.path)
         problem_json(resp, 500, "Internal error",
                      f"request {req.context.get('request_id', '')} failed; see the server log")

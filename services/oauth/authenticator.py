@@ -74,6 +74,54 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def require_exchangeable(token: TokenState, now: float) -> None:
+    """A request token the user approved, not yet exchanged and not expired; otherwise
+    the access-token step's problem (REFERENCE.md: token_used, token_expired,
+    permission_denied, permission_unknown). Shared by the signature checks of the
+    access-token endpoint and the exchange service."""
+    status = token.status
+    if status == "exchanged":
+        raise OAuthProblem(
+            "token_used",
+            "this request token was already exchanged for an access token; "
+            "a request token is good for one exchange",
+        )
+    if status == "expired" or token.expires_at <= now:
+        raise OAuthProblem(
+            "token_expired",
+            f"this request token expired at {_iso(token.expires_at)}; start the "
+            "authorization again",
+        )
+    if status == "denied":
+        raise OAuthProblem("permission_denied", "the user denied access to this consumer")
+    if status == "pending":
+        raise OAuthProblem(
+            "permission_unknown",
+            "the user has not yet approved this request token; send the user to the "
+            "authorize page first",
+        )
+
+
+def require_verifier(sealer: Sealer, token: TokenState, sent: str | None) -> None:
+    """RFC 5849 §2.3: the access-token request echoes the verifier of an approved 1.0a
+    request token (constant-time compare). OAuth 1.0 tokens have none."""
+    if token.verifier_sealed is None:
+        return
+    if not sent:
+        raise OAuthProblem(
+            "parameter_absent",
+            "this token was approved under OAuth 1.0a; send the oauth_verifier the "
+            "callback received (or the page showed)",
+            oauth_parameters_absent="oauth_verifier",
+        )
+    expected = sealer.open(token.verifier_sealed)
+    if not hmac.compare_digest(sent.encode("utf-8"), expected.encode("utf-8")):
+        raise OAuthProblem(
+            "token_rejected",
+            "the oauth_verifier does not match the one issued for this token",
+        )
+
+
 class Authenticator:
     """Verifies signed requests against consumers and tokens."""
 
@@ -279,33 +327,9 @@ class Authenticator:
             )
             raise OAuthProblem("token_rejected", advice)
         if kind == "request":
-            self._check_request_token(token, now)
+            require_exchangeable(token, now)
         else:
             self._check_access_token(token, now, renewal)
-
-    @staticmethod
-    def _check_request_token(token: TokenState, now: float) -> None:
-        status = token.status
-        if status == "exchanged":
-            raise OAuthProblem(
-                "token_used",
-                "this request token was already exchanged for an access token; "
-                "a request token is good for one exchange",
-            )
-        if status == "expired" or token.expires_at <= now:
-            raise OAuthProblem(
-                "token_expired",
-                f"this request token expired at {_iso(token.expires_at)}; start the "
-                "authorization again",
-            )
-        if status == "denied":
-            raise OAuthProblem("permission_denied", "the user denied access to this consumer")
-        if status == "pending":
-            raise OAuthProblem(
-                "permission_unknown",
-                "the user has not yet approved this request token; send the user to the "
-                "authorize page first",
-            )
 
     @staticmethod
     def _check_access_token(token: TokenState, now: float, renewal: bool) -> None:
@@ -334,24 +358,8 @@ class Authenticator:
             raise OAuthProblem("token_rejected", f"this access token is {status}")
 
     def check_verifier(self, req: SignedRequest, token: TokenState) -> None:
-        """RFC 5849 §2.3: the access-token request echoes the verifier of an approved
-        1.0a request token (constant-time compare). OAuth 1.0 tokens have none."""
-        if token.verifier_sealed is None:
-            return
-        sent = req.verifier
-        if not sent:
-            raise OAuthProblem(
-                "parameter_absent",
-                "this token was approved under OAuth 1.0a; send the oauth_verifier the "
-                "callback received (or the page showed)",
-                oauth_parameters_absent="oauth_verifier",
-            )
-        expected = self.sealer.open(token.verifier_sealed)
-        if not hmac.compare_digest(sent.encode("utf-8"), expected.encode("utf-8")):
-            raise OAuthProblem(
-                "token_rejected",
-                "the oauth_verifier does not match the one issued for this token",
-            )
+        """RFC 5849 §2.3: see :func:`require_verifier`."""
+        require_verifier(self.sealer, token, req.verifier)
 
     def consume_nonce(self, req: SignedRequest) -> None:
         """RFC 5849 §3.3: record the nonce per (consumer, token, timestamp, nonce); a
