@@ -13,6 +13,8 @@ import falcon
 from events.settings import load_settings
 from services import (
     resources_admin_api,
+    resources_admin_api_more,
+    resources_admin_pages,
     resources_login,
     resources_oauth,
     resources_rest,
@@ -35,24 +37,10 @@ def create_app(deps: Deps) -> falcon.App:
     resources_oauth.add_routes(app, deps)
     resources_rest.add_routes(app, deps)
     resources_admin_api.add_routes(app, deps)
+    resources_admin_api_more.add_routes(app, deps)
+    resources_admin_pages.add_routes(app, deps)
     app.add_static_route("/static", str(STATIC))
-    for module in _optional_route_modules():
-        module.add_routes(app, deps)
     return app
-
-
-def _optional_route_modules() -> list:
-    """Route modules added by later features (admin pages), if present."""
-    import importlib
-
-    out = []
-    for name in ("services.resources_admin_pages", "services.resources_admin_api_more"):
-        try:
-            out.append(importlib.import_module(name))
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-    return out
 
 
 class _Waker:

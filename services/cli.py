@@ -14,11 +14,8 @@ from typing import Any
 import click
 
 from events.errors import (
-    ConcurrencyConflict,
-    CorruptEvent,
     EventStoreError,
     SealingError,
-    StoreUnavailable,
 )
 from events.settings import Settings, SettingsError, load_settings
 from events.store import EventStore
@@ -59,8 +56,8 @@ class CliError(click.ClickException):
         click.echo(f"oauthledger: {self.format_message()}", err=True)
 
 
-_EXPECTED = (SettingsError, StoreUnavailable, CorruptEvent, SealingError, ConcurrencyConflict,
-             EventStoreError)
+# EventStoreError covers StoreUnavailable, CorruptEvent and ConcurrencyConflict.
+_EXPECTED = (SettingsError, SealingError, EventStoreError)
 
 
 class _Root(click.Group):
