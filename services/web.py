@@ -94,10 +94,9 @@ def external_url(req: falcon.Request, deps: Deps) -> str:
         path = quote(req.env.get("SCRIPT_NAME", "") + req.env.get("PATH_INFO", ""),
                      safe="/:@!$&'()*+,;=-._~%")
         query = req.env.get("QUERY_STRING", "")
-    headers = {k.lower(): v for k, v in req.headers.items()}
     return signed_url(
         base_url=deps.settings.base_url, scheme=req.scheme, host=req.get_header("Host") or "",
-        path=path, query=query, remote_addr=req.remote_addr, headers=headers,
+        path=path, query=query, remote_addr=req.remote_addr, headers=req.headers_lower,
         trusted_proxies=deps.settings.trusted_proxies,
     )
 
@@ -124,8 +123,8 @@ def signed_request(req: falcon.Request, deps: Deps) -> tuple[SignedRequest, bool
     url = external_url(req, deps)
     body = read_body(req) if req.method in ("POST", "PUT", "PATCH") else b""
     req.context.body = body
-    headers = {k.lower(): v for k, v in req.headers.items()}
-    sreq = parse_request(req.method, url, headers, body, req.content_type)
+    # Falcon builds (and caches) the lower-cased header map once per request.
+    sreq = parse_request(req.method, url, req.headers_lower, body, req.content_type)
     return sreq, is_https(url)
 
 
