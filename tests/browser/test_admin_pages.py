@@ -30,6 +30,9 @@ def sign_in_by_keyboard(page, base: str, user: str) -> None:
     """Sign in using the keyboard only (the login form is autofocused)."""
     page.goto(base + "/")
     assert "/login" in page.url
+    # Typing before the browser has applied the form's autofocus loses the keystrokes:
+    # wait until the username field has the focus, as a person would see the cursor.
+    page.wait_for_function("document.activeElement && document.activeElement.id === 'username'")
     page.keyboard.type(user)
     page.keyboard.press("Tab")
     page.keyboard.type(PASSWORD)
