@@ -14,6 +14,7 @@ Rules it enforces (DESIGN.md, "Events and the store"):
 from __future__ import annotations
 
 import json
+import select
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy import event as sa_event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.engine.url import make_url
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError, OperationalError
 
 from events.catalog import Event
 from events.chain import canonical_json, row_hash
@@ -41,6 +42,9 @@ PG_APPEND_LOCK_SQL = (
     f"SELECT pg_advisory_xact_lock({APPEND_LOCK_CLASS}, 'events'::regclass::oid::int4)"
 )
 ANY_VERSION = None  # expected_version that skips the concurrency check
+# SQLSTATE raised by oauthledger_append (migration 0002) for a stale expected version;
+# its DETAIL is the JSON array [stream_id, expected, actual].
+PG_CONFLICT_SQLSTATE = "OL409"
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,9 +152,32 @@ def create_store_engine(url: str) -> Engine:
             conn.exec_driver_sql(f"BEGIN {mode}")
 
         return engine
-    # pre_ping: one round trip per checkout, so a PostgreSQL restart never surfaces as a
-    # failed request on a connection that died in the pool.
-    return sa.create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    engine = sa.create_engine(url, pool_size=10, max_overflow=20)
+
+    @sa_event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
+        # A PostgreSQL restart (or pg_terminate_backend) must not surface as a failed
+        # request on a connection that died in the pool. SQLAlchemy's pool_pre_ping
+        # would cost a SELECT 1 round trip on every checkout, as much as the append
+        # itself; instead ask the kernel: an idle connection has nothing to read unless
+        # the server sent its goodbye (FATAL message, EOF). DisconnectionError makes the
+        # pool discard the connection and open a fresh one (SQLAlchemy's documented
+        # custom pessimistic check).
+        if _pg_connection_gone(dbapi_conn):
+            raise DisconnectionError("the server closed this pooled connection")
+
+    return engine
+
+
+def _pg_connection_gone(conn: Any) -> bool:
+    """True when an idle psycopg connection is closed, broken, or has bytes waiting
+    (an idle connection only gets those when the server is closing it; a rare notice
+    costs one reconnect, never an error)."""
+    if conn.closed or conn.broken:
+        return True
+    poller = select.poll()
+    poller.register(conn.fileno(), select.POLLIN)
+    return bool(poller.poll(0))
 
 
 class EventStore:
@@ -251,100 +278,102 @@ class EventStore:
         except OperationalError as exc:
             raise StoreUnavailable(self.url, _first_line(exc)) from None
 
-    # PostgreSQL: a transaction-scoped advisory lock serializes appends until commit.
-    # The whole append is two network round trips, each one simple-query message
-    # (several statements, no bind parameters):
-    #   1. BEGIN; SELECT pg_advisory_xact_lock(..); SELECT head + stream versions
-    #   2. INSERT ... VALUES (..); COMMIT
-    # The head is read by its own statement AFTER the lock statement has returned: in READ
-    # COMMITTED every statement takes a fresh snapshot when it starts, so it sees the
-    # commit of the previous lock holder. Reading the head in the same statement that
-    # takes the lock would use a snapshot taken before the wait, and two appenders could
-    # then both compute the same next position.
-    # Why simple queries and not psycopg's pipeline mode: measured on this machine the
-    # extended protocol's Parse/Bind/Describe/Sync traffic cost about 40% of the append
-    # rate. Values are quoted by psycopg.sql.Literal (libpq's escaping), never by hand.
-    # Large batches keep bind parameters (binary arrays through unnest), where quoting
-    # thousands of literals would cost more client CPU than it saves.
+    # PostgreSQL: the whole append is one call of the server-side function
+    # ``oauthledger_append`` (migration 0002) in autocommit: it takes the
+    # transaction-scoped advisory lock, reads the head and the streams' versions AFTER
+    # the lock (each statement of a VOLATILE function gets a fresh READ COMMITTED
+    # snapshot, so it sees the previous holder's commit), checks the expected versions,
+    # chains and inserts the rows. One round trip and one commit per append, whatever
+    # its size; the statement is prepared by psycopg after its first uses, so each call
+    # is a Bind/Execute on the wire. The chain definition stays events.chain.row_hash:
+    # verify() recomputes every hash in Python, so a function that drifted from it
+    # would be caught on the first verify (and is, in tests/integration).
 
-    _PG_HEAD_AND_VERSIONS = (
-        "SELECT NULL::text, h.position, h.hash FROM "
-        "(SELECT position, hash FROM events ORDER BY position DESC LIMIT 1) AS h "
-        "UNION ALL "
-        "SELECT s.id, (SELECT COALESCE(MAX(stream_version), 0) FROM events "
-        "WHERE stream_id = s.id)::bigint, NULL FROM unnest({}::text[]) AS s(id)"
+    # Arrays go in binary (%b): psycopg's text-format array quoting cost ~50 µs per
+    # event of client and server CPU, more than the whole function's work.
+    _PG_APPEND = (
+        "SELECT out_position, out_version, out_hash FROM oauthledger_append("
+        "%b::text[], %b::int[], %b::int[], %b::text[], %b::smallint[], %b::text[], "
+        "%s::text, %s::int)"
     )
-    _PG_INSERT = (
-        "INSERT INTO events (position, stream_id, stream_version, type, schema_version, "
-        "data, metadata, hash) SELECT * FROM unnest(%b::bigint[], %b::text[], %b::int[], "
-        "%b::text[], %b::smallint[], %b::text[], %b::text[], %b::text[])"
+    # The common append, one event to one stream: the arrays are built in the call from
+    # scalar parameters, which psycopg dumps in C (each list parameter costs ~20 us of
+    # Python on the client). Same function, same rules.
+    _PG_APPEND_ONE = (
+        "SELECT out_position, out_version, out_hash FROM oauthledger_append("
+        "ARRAY[%s::text], ARRAY[%s::int], ARRAY[1], ARRAY[%s::text], ARRAY[%s::smallint], "
+        "ARRAY[%s::text], %s::text, %s::int)"
     )
-    _PG_INSERT_VALUES = (
-        "INSERT INTO events (position, stream_id, stream_version, type, schema_version, "
-        "data, metadata, hash) VALUES {}; COMMIT"
-    )
-    _PG_LITERAL_ROWS = 20  # up to this many rows go as quoted literals in one message
 
     def _append_postgres(
         self, writes: Sequence[StreamWrite], meta_text: str
     ) -> list[RecordedEvent]:
         import psycopg  # the PostgreSQL driver; only this backend needs it
-        from psycopg import sql
 
-        stream_ids = list(dict.fromkeys(w.stream_id for w in writes))
+        streams: list[str] = []
+        expected: list[int | None] = []
+        counts: list[int] = []
+        event_streams: list[str] = []
+        types: list[str] = []
+        schemas: list[int] = []
+        datas: list[str] = []
+        for write in writes:
+            streams.append(write.stream_id)
+            expected.append(write.expected_version)
+            counts.append(len(write.events))
+            for ev in write.events:
+                event_streams.append(write.stream_id)
+                types.append(ev.type_name)
+                schemas.append(ev.SCHEMA_VERSION)
+                datas.append(canonical_json(ev.to_data()))
         raw = self._raw_connection()
         pg = raw.driver_connection
-        committed = False
         try:
-            # BEGIN and COMMIT are statements in the messages, not psycopg's transaction
-            # handling, which would cost a round trip of its own for each.
-            pg.autocommit = True
+            pg.autocommit = True  # the call is its own transaction: no BEGIN/COMMIT trips
             with pg.cursor() as cur:
-                first = sql.SQL("BEGIN; {}; " + self._PG_HEAD_AND_VERSIONS).format(
-                    sql.SQL(PG_APPEND_LOCK_SQL), sql.Literal(stream_ids))
-                cur.execute(first)  # round trip 1
-                while cur.nextset():  # BEGIN, the lock, then the head: keep the last
-                    pass
-                last = None
-                versions: dict[str, int] = {}
-                for stream_id, number, hash_ in cur.fetchall():
-                    if stream_id is None:
-                        last = (number, hash_)
-                    else:
-                        versions[stream_id] = number
-                rows = _build_rows(writes, last, versions, meta_text)
-                if not rows:
-                    cur.execute("COMMIT")
-                elif len(rows) <= self._PG_LITERAL_ROWS:
-                    values = sql.SQL(", ").join(
-                        sql.SQL("({})").format(sql.SQL(", ").join(map(sql.Literal, _row_tuple(r))))
-                        for r in rows
-                    )
-                    cur.execute(sql.SQL(self._PG_INSERT_VALUES).format(values))  # round trip 2
+                if len(types) == 1 and len(streams) == 1:
+                    cur.execute(self._PG_APPEND_ONE, (streams[0], expected[0], types[0],
+                                                      schemas[0], datas[0], meta_text,
+                                                      APPEND_LOCK_CLASS))
                 else:
-                    columns = [list(c) for c in zip(*map(_row_tuple, rows), strict=True)]
-                    cur.execute(self._PG_INSERT, columns)
-                    cur.execute("COMMIT")
-            committed = True
-            return rows
-        except psycopg.IntegrityError as exc:
-            raise self._conflict_from(writes, exc) from exc
-        except (psycopg.OperationalError, psycopg.errors.UndefinedTable) as exc:
-            # Connection lost or schema missing (not migrated). If the connection died
-            # after COMMIT was sent, the append may or may not have committed (whole or
-            # not at all): callers re-read the stream version before retrying.
-            raise StoreUnavailable(self.url, _first_line(exc)) from None
+                    cur.execute(self._PG_APPEND, (streams, expected, counts, types, schemas,
+                                                  datas, meta_text, APPEND_LOCK_CLASS))
+                stored = cur.fetchall()
         except psycopg.Error as exc:
-            # Anything else the server refused (e.g. a role without INSERT): one line.
-            raise EventStoreError(f"append refused by the database: {_first_line(exc)}") from None
+            raise self._pg_error(writes, exc) from None
         finally:
             try:
-                if not committed:
-                    pg.rollback()  # sends ROLLBACK if the transaction is still open
                 pg.autocommit = False  # as SQLAlchemy's pool expects it
             except psycopg.Error:
                 raw.invalidate()  # broken connection: do not return it to the pool
             raw.close()
+        return [
+            RecordedEvent(position, stream_id, version, type_name, schema, data, meta_text, h)
+            for (position, version, h), stream_id, type_name, schema, data in zip(
+                stored, event_streams, types, schemas, datas, strict=True)
+        ]
+
+    def _pg_error(self, writes: Sequence[StreamWrite], exc: Exception) -> Exception:
+        """The store error for what PostgreSQL refused during an append."""
+        import psycopg
+
+        state = getattr(exc, "sqlstate", None)
+        if state == PG_CONFLICT_SQLSTATE:
+            stream_id, expected, actual = json.loads(exc.diag.message_detail or "[]")
+            return ConcurrencyConflict(stream_id, expected, actual)
+        if isinstance(exc, psycopg.IntegrityError):
+            return self._conflict_from(writes, exc)
+        if isinstance(exc, psycopg.errors.UndefinedTable | psycopg.errors.UndefinedFunction):
+            # Not migrated, or migrated by an older release: the schema is behind.
+            return StoreUnavailable(self.url, "the events schema is not at this release's "
+                                    "revision (run `oauthledger db upgrade`)")
+        if isinstance(exc, psycopg.OperationalError):
+            # Connection lost. If it died after the call was sent, the append may or may
+            # not have committed (whole or not at all): callers re-read the stream
+            # version before retrying.
+            return StoreUnavailable(self.url, _first_line(exc))
+        # Anything else the server refused (e.g. a role without EXECUTE): one line.
+        return EventStoreError(f"append refused by the database: {_first_line(exc)}")
 
     def _conflict_from(self, writes: Sequence[StreamWrite], exc: Exception) -> Exception:
         """Translate a unique violation that slipped past the explicit version check.
