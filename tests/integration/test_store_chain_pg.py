@@ -157,3 +157,37 @@ def test_a_role_without_execute_gets_one_line(pg_store: EventStore, pg_url: str)
             conn.exec_driver_sql(f"DROP OWNED BY {role}")
             conn.exec_driver_sql(f"DROP ROLE {role}")
         admin.dispose()
+
+
+def test_the_documented_least_privilege_role_can_append(pg_store: EventStore, pg_url: str
+                                                          ) -> None:
+    """docs/event-store.md: USAGE on the schema, SELECT and INSERT on events (and the
+    default EXECUTE) are all an application role needs; the function runs with its
+    rights, not the owner's."""
+    role = "olapp_" + uuid.uuid4().hex[:8]
+    schema = pg_url.rsplit("%3D", 1)[1]
+    with pg_store.engine.begin() as conn:
+        conn.exec_driver_sql(f"CREATE ROLE {role}")
+        conn.exec_driver_sql(f"GRANT USAGE ON SCHEMA {schema} TO {role}")
+        conn.exec_driver_sql(f"GRANT SELECT, INSERT ON {schema}.events TO {role}")
+    try:
+        with pg_store.engine.connect() as conn:
+            conn.exec_driver_sql(f"SET ROLE {role}")
+            conn.commit()
+        rows = pg_store.append_many([
+            StreamWrite("token-a", 0, [AccessTokenRevoked(token="a", by="x")]),
+            StreamWrite("token-b", 0, [AccessTokenRevoked(token="b", by="y")] * 2)])
+        assert [r.position for r in rows] == [1, 2, 3]
+        assert pg_store.append("token-a", 1, [AccessTokenRevoked(token="a", by="z")])
+        with pytest.raises(ConcurrencyConflict):
+            pg_store.append("token-a", 1, [AccessTokenRevoked(token="a", by="z")])
+        assert pg_store.verify().ok and pg_store.head() == 4
+        with pg_store.engine.connect() as conn:  # it was the role that did all this
+            assert conn.exec_driver_sql("SELECT current_user").scalar() == role
+    finally:
+        pg_store.engine.dispose()
+        admin = sa.create_engine(pg_url)
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f"DROP OWNED BY {role}")
+            conn.exec_driver_sql(f"DROP ROLE {role}")
+        admin.dispose()
