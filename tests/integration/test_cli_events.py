@@ -24,6 +24,7 @@ from click.testing import CliRunner, Result
 from events import catalog as ev
 from events.chain import canonical_json, row_hash
 from events.connections import open_sealer, open_store
+from events.migrate import head_revision
 from events.schema import GENESIS_HASH
 from events.sealing import Sealer
 from events.settings import load_settings
@@ -54,7 +55,7 @@ def cli_env(request, tmp_path: Path) -> dict[str, str | None]:
         env["OAUTHLEDGER_DATABASE_URL"] = request.getfixturevalue("pg_url")
         result = run(env, "db", "upgrade")
         assert result.exit_code == 0, result.output
-        assert "(none) -> 0001" in result.stdout
+        assert f"(none) -> {head_revision()}" in result.stdout
     return env
 
 
