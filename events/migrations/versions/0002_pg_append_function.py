@@ -70,8 +70,15 @@ BEGIN
             -- Each stream's current version, read once per call. One simple statement
             -- per stream keeps a cached generic plan (an index probe); a set-based
             -- query over unnest(p_streams) was re-planned on every call (~190 us).
-            SELECT COALESCE(MAX(e.stream_version), 0) INTO v_version
-                FROM events e WHERE e.stream_id = p_streams[w];
+            -- ORDER BY .. DESC LIMIT 1, not MAX(): the generic plan for MAX() may scan
+            -- the stream's whole index range, which made appends to a long stream
+            -- slower with every event.
+            SELECT e.stream_version INTO v_version
+                FROM events e WHERE e.stream_id = p_streams[w]
+                ORDER BY e.stream_version DESC LIMIT 1;
+            IF NOT FOUND THEN
+                v_version := 0;
+            END IF;
             v_ids := array_append(v_ids, p_streams[w]);
             v_versions := array_append(v_versions, v_version);
             v_slot := array_length(v_ids, 1);
