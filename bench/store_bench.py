@@ -5,6 +5,8 @@ Prints, per backend:
   round trip and one WAL flush per commit, no lock, no hash) and, for PostgreSQL,
   ``synchronous_commit`` / ``fsync`` / ``wal_sync_method``;
 - single-event appends per second (``EventStore.append``, one event, a new stream each);
+- the same with several writer threads at once (``--writers``, default 8): appends
+  serialize on the store's lock, so this is what a whole deployment can append;
 - appends in batches of 100 events (one ``append`` call per batch);
 - the bulk load of the read fixture (``append_many`` in big batches);
 - ``read_all`` over the whole fixture (default 1,000,000 events): RecordedEvent rows only,
@@ -27,6 +29,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import sqlalchemy as sa
@@ -190,6 +193,24 @@ def bench_backend(store: EventStore, args: argparse.Namespace) -> None:
     n, dt = timed(same_stream)
     print(f"  {'append, 1 event, one stream':34s} {rate(n, dt)}   (expected version checked)")
 
+    def concurrent() -> int:
+        # Appends serialize on the store's lock through their commit (commit order =
+        # position order), so several writers share one stream of commits: this shows
+        # what the whole deployment can append, not one writer.
+        per = args.single // args.writers
+
+        def writer(w: int) -> None:
+            for i in range(per):
+                store.append(f"token-c{w}-{i}", 0, [revoked(i)], meta)
+
+        with ThreadPoolExecutor(max_workers=args.writers) as pool:
+            list(pool.map(writer, range(args.writers)))
+        return per * args.writers
+
+    n, dt = timed(concurrent)
+    print(f"  {f'append, 1 event, {args.writers} writers':34s} {rate(n, dt)}   (threads, one "
+          "store, new stream each)")
+
     def batches() -> int:
         for b in range(args.batches):
             store.append(f"token-b{b}", 0, [issued(b * 100 + k) for k in range(100)], meta)
@@ -259,6 +280,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1_000_000, help="read fixture size")
     parser.add_argument("--single", type=int, default=3000, help="single appends to time")
     parser.add_argument("--batches", type=int, default=200, help="100-event batches to time")
+    parser.add_argument("--writers", type=int, default=8, help="threads for the concurrent line")
     parser.add_argument("--load-batch", type=int, default=20_000, help="events per bulk call")
     args = parser.parse_args()
     print(f"event store benchmark: {args.events:,} events for read_all; "
