@@ -34,8 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from events import catalog as ev  # noqa: E402
 from events.keys import KeyLayout  # noqa: E402
 from events.migrate import upgrade  # noqa: E402
-from events.projection import delete_namespace, project_pending, rebuild  # noqa: E402
+from events.projection import delete_namespace, project_pending  # noqa: E402
 from events.readmodel import ReadModel  # noqa: E402
+from events.rebuild import rebuild  # noqa: E402
 from events.state import token_stream  # noqa: E402
 from events.store import EventStore  # noqa: E402
 from tests.integration.test_projection_support import make_history  # noqa: E402

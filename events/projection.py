@@ -1,5 +1,5 @@
-"""The projector: follows the log from a checkpoint into the Redis read model; rebuilds
-the read model from scratch into a fresh namespace; compares two namespaces.
+"""The projector: follows the log from a checkpoint into the Redis read model; compares
+two namespaces. Rebuilding from scratch into a fresh namespace is :mod:`events.rebuild`.
 
 Rules implemented here (DESIGN.md, "Consistency rules"):
 
@@ -16,46 +16,24 @@ Rules implemented here (DESIGN.md, "Consistency rules"):
 
 from __future__ import annotations
 
-import math
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import orjson
 import redis
-from sqlalchemy.exc import DBAPIError
 
 from events.catalog import EVENT_TYPES
-from events.errors import StoreUnavailable
 from events.keys import KeyLayout
 from events.readmodel import (
-    EXPIRED_TOKEN_GRACE,
-    EXPIRY_WINDOW_MS,
-    INDEX_LUA,
     ReadModel,
-    bucket_layout,
-    encode,
-    encode_token,
-    entity_of,
     expiry_entries,
     iter_states,
-    token_index_args,
 )
 from events.state import TokenState, fold, fold_stream
 from events.store import EventStore, RecordedEvent
-
-# How long the rebuild lock lives without being extended. A rebuild extends it after
-# every chunk, so only a rebuild that died (kill -9) lets it lapse.
-REBUILD_LOCK_TTL_MS = 60_000
-_WRITE_CHUNK = 2000  # entities per bulk script call
-_PIPELINE_CALLS = 4  # bulk calls per pipeline round trip
-_READ_BATCH = 20000  # rows per fetch while replaying
-
-ProgressFn = Callable[[str, int, int], None]  # (phase, done, total)
 
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -66,65 +44,6 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 return 0
-"""
-# KEYS: active, building. ARGV: namespace being built, default namespace.
-# Switch only if this rebuild still owns the building pointer (a flush or a newer
-# rebuild may have taken it); returns the namespace it replaced, or false.
-# The rebuild's bulk load into its fresh namespace: the apply script's arguments, but no
-# version check (cheaper per key). A front end may have written a newer state there
-# meanwhile and this may overwrite it with an older one; the catch-up that follows
-# re-applies, version-guarded, every event after the replayed position, which restores
-# it before the namespace goes live.
-_BULK = """
--- KEYS: active, building. ARGV: namespace, then (key, value, expire_at or '') triplets,
--- keys and values built by the caller (concatenating in Lua doubles the cost).
-if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end
-for i = 2, #ARGV, 3 do
-  if ARGV[i + 2] ~= '' then
-    redis.call('SET', ARGV[i], ARGV[i + 1], 'EXAT', ARGV[i + 2])
-  else
-    redis.call('SET', ARGV[i], ARGV[i + 1])
-  end
-end
-return 0
-"""
-# The expiry buckets of one hour, laid out at once: ARGV namespace, hour, level, split
-# pointer, mode ('new': first chunk of the hour, 'add': later chunks), then (token, ms)
-# pairs. If front ends indexed tokens of this hour meanwhile (their layout may differ),
-# falls back to adding one by one (returns 1).
-_BULK_INDEX = INDEX_LUA + """
-local ns = ARGV[1]
-if redis.call('GET', KEYS[2]) ~= ns then return -1 end
-local idx = ns .. ':expiry'
-local w = tonumber(ARGV[2])
-local l, p, c = window_state(idx, w)
-local want_l, want_p = tonumber(ARGV[3]), tonumber(ARGV[4])
-if (ARGV[5] == 'new' and c > 0) or (ARGV[5] == 'add' and (l ~= want_l or p ~= want_p)) then
-  for i = 6, #ARGV, 2 do index_add(ns, ARGV[i], tonumber(ARGV[i + 1])) end
-  return 1
-end
-local groups = {}
-for i = 6, #ARGV, 2 do
-  local a = address(thash(ARGV[i]), want_l, want_p)
-  local g = groups[a]
-  if not g then g = {}; groups[a] = g end
-  g[#g + 1] = fmt(tonumber(ARGV[i + 1]) - w * W); g[#g + 1] = ARGV[i]
-end
-for a, g in pairs(groups) do c = c + redis.call('ZADD', bucket(ns, w, a), unpack(g)) end
-save_state(idx, w, want_l, want_p, c)
-return 0
-"""
-_BULK_REQUESTS = """
-if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end
-redis.call('ZADD', ARGV[1] .. ':rexpiry', unpack(ARGV, 2))
-return 0
-"""
-_SWITCH = """
-if redis.call('GET', KEYS[2]) ~= ARGV[1] then return false end
-local old = redis.call('GET', KEYS[1]) or ARGV[2]
-redis.call('SET', KEYS[1], ARGV[1])
-redis.call('DEL', KEYS[2])
-return old
 """
 
 
@@ -164,6 +83,7 @@ class RebuildResult:
     checkpoint: int
     seconds: float  # until the new namespace is live and caught up
     cleanup_seconds: float = 0.0  # deleting the replaced namespace afterwards
+    workers: int = 1  # processes that read, folded and wrote (events.rebuild)
 
     @property
     def rate(self) -> float:
@@ -254,6 +174,9 @@ def project_pending(
         if start is None:
             if not rebuild_if_missing:
                 return ProjectResult(ns, None, None, 0, 0)
+            # Imported here: events.rebuild builds on this module (project_into, _Lock).
+            from events.rebuild import rebuild
+
             try:
                 result = rebuild(store, read_model)
             except RebuildBusy:
@@ -352,7 +275,7 @@ def project_coalesced(
     return CoalescedResult(True, rounds, events, checkpoint, None)
 
 
-# -- rebuilding --------------------------------------------------------------------------
+# -- locks and namespaces ----------------------------------------------------------------
 
 
 @dataclass
@@ -386,6 +309,9 @@ def delete_namespace(client: redis.Redis, ns: str) -> int:
     if batch:
         deleted += client.unlink(*batch)
     return deleted
+
+
+# -- the audit commands' fold -------------------------------------------------------------
 
 
 class FastReplay:
@@ -489,331 +415,6 @@ _FAST_REPLAY: dict[str, Callable[..., dict | None]] = {
     "AccessTokenRevoked": _update(status="revoked"),
 }
 _FAST_REPLAY_SCHEMA = {name: EVENT_TYPES[name].SCHEMA_VERSION for name in _FAST_REPLAY}
-
-
-# Token event types the rebuild folds on plain lists (nearly all of a large log), and the
-# schema version each fast path is written for (older rows go through the reference
-# fold, which upcasts). Everything else goes through events.state.fold itself.
-_ISSUE_REQUEST, _ISSUE_ACCESS, _APPROVED, _DENIED, _SET_STATUS = range(5)
-_FAST_TYPES: dict[str, tuple[int, str | None]] = {
-    "RequestTokenIssued": (_ISSUE_REQUEST, None),
-    "AccessTokenIssued": (_ISSUE_ACCESS, None),
-    "TokenApproved": (_APPROVED, "approved"),
-    "TokenDenied": (_DENIED, "denied"),
-    "RequestTokenExchanged": (_SET_STATUS, "exchanged"),
-    "RequestTokenExpired": (_SET_STATUS, "expired"),
-    "AccessTokenExpired": (_SET_STATUS, "expired"),
-    "AccessTokenRenewed": (_SET_STATUS, "renewed"),
-    "AccessTokenRevoked": (_SET_STATUS, "revoked"),
-}
-_FAST_SCHEMA = {name: EVENT_TYPES[name].SCHEMA_VERSION for name in _FAST_TYPES}
-# A token being folded: [token, kind, status, consumer_key, secret_sealed, expires_at,
-# issued_at, user, version] — exactly the fields the read model stores
-# (events.readmodel.TOKEN_FIELDS_NOT_IN_REDIS are not tracked).
-_TOKEN, _KIND, _STATUS, _CONSUMER, _SECRET, _EXPIRES, _ISSUED, _USER, _VERSION = range(9)
-
-RawRow = tuple  # (position, stream_id, stream_version, type, schema_version, data, metadata)
-
-
-class RowReplay:
-    """Folds raw log rows, in position order, into what the read model holds — the
-    rebuild's fold. Token events (nearly all of a large log) update a plain list per
-    stream holding only the fields Redis stores; every other event, and any token stream
-    the fast path cannot fold (an older schema, a malformed row, an event before the
-    stream's first), goes through :func:`events.state.fold` itself (the latter by
-    re-reading the stream from the store, so errors are the reference fold's).
-    ``tests/unit/test_projection_replay.py`` checks the written values equal those of
-    the reference fold for every event type."""
-
-    def __init__(self) -> None:
-        self.tokens: dict[str, list[Any]] = {}
-        self.others: dict[str, Any] = {}
-        self.slow: set[str] = set()
-        self.position = 0
-        self.count = 0
-        self._meta: str | None = None
-        self._time = 0.0
-
-    def feed(self, rows: Iterable[RawRow]) -> None:
-        """Fold a batch of rows (position order)."""
-        tokens, slow, others = self.tokens, self.slow, self.others
-        fast, schemas, loads = _FAST_TYPES, _FAST_SCHEMA, orjson.loads
-        n = 0
-        pos = self.position
-        for row in rows:
-            n += 1
-            pos, sid, ver, typ, schema, data, meta = row[:7]
-            how = fast.get(typ)
-            if how is None or schema != schemas[typ] or sid in slow or sid in others:
-                self._reference(row)
-                continue
-            code, status = how
-            try:
-                d = loads(data)
-                if code <= _ISSUE_ACCESS:
-                    if meta != self._meta:
-                        self._time = datetime.fromisoformat(loads(meta)["time"]).timestamp()
-                        self._meta = meta
-                    if code == _ISSUE_REQUEST:
-                        tokens[sid] = [d["token"], "request", "pending", d["consumer_key"],
-                                       d["secret_sealed"], d["expires_at"], self._time, None,
-                                       ver]
-                    else:
-                        tokens[sid] = [d["token"], "access", "active", d["consumer_key"],
-                                       d["secret_sealed"], d["expires_at"], self._time,
-                                       d["user"], ver]
-                    continue
-                st = tokens[sid]
-                if code != _SET_STATUS:
-                    st[_USER] = d["user"]
-                st[_STATUS] = status
-                st[_VERSION] = ver
-            except (ValueError, KeyError, TypeError):
-                self._reference(row)
-        self.count += n
-        self.position = pos
-
-    def _reference(self, row: RawRow) -> None:
-        sid = row[1]
-        if sid in self.tokens or sid in self.slow:
-            # A token stream the fast path started: refold it whole from the store.
-            self.tokens.pop(sid, None)
-            self.slow.add(sid)
-            return
-        self.others[sid] = fold(self.others.get(sid), RecordedEvent(*row[:7], ""))
-
-    def finish(self, store: EventStore) -> None:
-        """Refold the streams left to the reference fold (rare), up to the position
-        replayed; raises what the reference fold raises on a broken stream."""
-        if not self.slow:
-            return
-        last = self.position
-        for sid, records in store.read_streams(sorted(self.slow)).items():
-            self.others[sid] = fold_stream(r for r in records if r.position <= last)
-        self.slow.clear()
-
-    def states(self) -> list[Any]:
-        """Every stream's state as the frozen state classes (tests, inspection)."""
-        out = [TokenState(token=t[_TOKEN], kind=t[_KIND], status=t[_STATUS],
-                          consumer_key=t[_CONSUMER], secret_sealed=t[_SECRET],
-                          expires_at=t[_EXPIRES], issued_at=t[_ISSUED], user=t[_USER],
-                          version=t[_VERSION]) for t in self.tokens.values()]
-        return out + [s for s in self.others.values() if s is not None]
-
-    def apply_args(self, read_model: ReadModel, namespace: str, chunk: int
-                   ) -> Iterator[tuple[int, list[Any]]]:
-        """The apply script's arguments for every entity, ``chunk`` entities at a time:
-        (count, args) — what a version-guarded apply of the reference states writes
-        (tests compare them)."""
-        head = [namespace, "", "", read_model.keys.default_namespace]
-        args: list[Any] = list(head)
-        n = 0
-        for t in self.tokens.values():
-            kind, status, expires = t[_KIND], t[_STATUS], t[_EXPIRES]
-            expat, op = token_index_args(kind, status, expires)
-            args += ("t", t[_TOKEN], str(t[_VERSION]), encode_token(
-                kind, status, t[_CONSUMER], t[_SECRET], expires, t[_ISSUED], t[_USER]),
-                expat, op)
-            n += 1
-            if n == chunk:
-                args[2] = str(n)
-                yield n, args
-                args, n = list(head), 0
-        if n:
-            args[2] = str(n)
-            yield n, args
-        for part in _chunks(iter_states(self.others.values()), chunk):
-            yield len(part), read_model.apply_args(part, None, namespace)
-
-    def bulk_calls(self, namespace: str, chunk: int) -> Iterator[tuple[str, int, list[Any]]]:
-        """The rebuild's writes: (script, entities, ARGV) for ``_BULK`` (keys and values,
-        each entity encoded once), then ``_BULK_INDEX`` per expiry hour and
-        ``_BULK_REQUESTS`` — the same content :meth:`apply_args` describes."""
-        args: list[Any] = [namespace]
-        n = 0
-        hours: dict[int, list[Any]] = {}
-        requests: list[Any] = []
-        prefix = f"{namespace}:t:"
-        grace = EXPIRED_TOKEN_GRACE
-        for t in self.tokens.values():
-            kind, status, expires, token = t[_KIND], t[_STATUS], t[_EXPIRES], t[_TOKEN]
-            args += (prefix + token, b"%d|%b" % (t[_VERSION], encode_token(
-                kind, status, t[_CONSUMER], t[_SECRET], expires, t[_ISSUED], t[_USER])),
-                str(int(expires) + grace))
-            if status == "active":
-                ms = math.ceil(expires * 1000)
-                hours.setdefault(ms // EXPIRY_WINDOW_MS, []).extend((token, ms))
-            elif kind == "request" and status in ("pending", "approved"):
-                requests += (repr(expires), token)
-            n += 1
-            if n == chunk:
-                yield _BULK, n, args
-                args, n = [namespace], 0
-        for state in iter_states(self.others.values()):
-            kind, ident = entity_of(state)
-            args += (KeyLayout.entity(namespace, kind, ident),
-                     b"%d|%b" % (state.version, encode(state)), "")
-            n += 1
-            if n == chunk:
-                yield _BULK, n, args
-                args, n = [namespace], 0
-        if n:
-            yield _BULK, n, args
-        for hour, pairs in sorted(hours.items()):
-            level, split = bucket_layout(len(pairs) // 2)
-            mode = "new"
-            for i in range(0, len(pairs), 2 * chunk):
-                yield _BULK_INDEX, 0, [namespace, str(hour), str(level), str(split), mode,
-                                       *pairs[i:i + 2 * chunk]]
-                mode = "add"
-        for i in range(0, len(requests), 2 * chunk):
-            yield _BULK_REQUESTS, 0, [namespace, *requests[i:i + 2 * chunk]]
-
-
-def iter_raw(store: EventStore, after_position: int = 0, batch_size: int = 20000
-             ) -> Iterator[list[RawRow]]:
-    """The log after ``after_position`` in position order, as batches of plain tuples
-    (position, stream_id, stream_version, type, schema_version, data, metadata), read
-    with one streaming DBAPI cursor (PostgreSQL: a server-side cursor) — the rebuild's
-    reader, without per-row objects. One consistent snapshot (SQLite: the statement's;
-    PostgreSQL: the transaction's); what commits meanwhile is caught up afterwards."""
-    sql = ("SELECT position, stream_id, stream_version, type, schema_version, data, "
-           "metadata FROM events WHERE position > {} ORDER BY position")
-    try:
-        raw = store.engine.raw_connection()
-    except DBAPIError as exc:
-        raise StoreUnavailable(store.url, str(exc).splitlines()[0]) from None
-    try:
-        if store.is_sqlite:
-            cur = raw.cursor()
-            cur.arraysize = batch_size
-            cur.execute(sql.format("?"), (after_position,))
-        else:
-            cur = raw.driver_connection.cursor(name=f"rebuild_{uuid.uuid4().hex[:8]}")
-            cur.itersize = batch_size
-            cur.execute(sql.format("%s"), (after_position,))
-        try:
-            while rows := cur.fetchmany(batch_size):
-                yield rows
-        finally:
-            cur.close()
-            if not store.is_sqlite:
-                raw.rollback()
-    finally:
-        raw.close()
-
-
-def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
-    for i in range(0, len(items), size):
-        yield items[i:i + size]
-
-
-def _write_bulk(client: redis.Redis, keys: KeyLayout,
-                calls: Iterator[tuple[str, int, list[Any]]], lock: _Lock,
-                progress: ProgressFn | None, total: int) -> int:
-    """Send the bulk calls in pipelines of :data:`_PIPELINE_CALLS`, from a second
-    thread, so encoding the next pipeline (Python) overlaps Redis executing the last one.
-    Returns how many entities were written; raises :class:`RebuildInterrupted`."""
-    scripts = {src: client.register_script(src) for src in (_BULK, _BULK_INDEX,
-                                                             _BULK_REQUESTS)}
-    ns_keys = [keys.active, keys.building]
-
-    def send(batch: list[tuple[str, list[Any]]]) -> None:
-        pipe = client.pipeline(transaction=False)
-        for src, args in batch:
-            scripts[src](keys=ns_keys, args=args, client=pipe)
-        if any(int(r) < 0 for r in pipe.execute()):
-            raise RebuildInterrupted("the namespace being built was taken away")
-        lock.extend()
-
-    written = 0
-    batch: list[tuple[str, list[Any]]] = []
-    pending: list[Future[None]] = []
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rebuild-writer") as pool:
-        for src, n, args in calls:
-            batch.append((src, args))
-            written += n
-            if len(batch) >= _PIPELINE_CALLS:
-                pending.append(pool.submit(send, batch))
-                batch = []
-                while len(pending) > 2:  # bound the memory held by queued pipelines
-                    pending.pop(0).result()
-                if progress is not None:
-                    progress("write", written, total)
-        if batch:
-            pending.append(pool.submit(send, batch))
-        for fut in pending:
-            fut.result()
-    if progress is not None:
-        progress("write", written, total)
-    return written
-
-
-def rebuild(
-    store: EventStore, read_model: ReadModel, progress: ProgressFn | None = None,
-    batch_size: int = 1000,
-) -> RebuildResult:
-    """Replay the whole log into a fresh namespace and switch to it atomically.
-
-    While it runs, ``<prefix>:building`` names the new namespace, so front ends write
-    their acknowledged changes there too (rule 2) and the hot path keeps reading the old
-    namespace (or falls back to the store if that one has no checkpoint, rule 3).
-    Raises :class:`RebuildBusy` if another rebuild holds the lock."""
-    client = read_model.redis
-    keys = read_model.keys
-    lock = _Lock(client, keys.rebuild_lock, REBUILD_LOCK_TTL_MS)
-    if not lock.acquire():
-        raise RebuildBusy("another rebuild is running")
-    started = time.perf_counter()
-    try:
-        # A rebuild that died (kill -9) leaves its half-built namespace behind.
-        stale = read_model.building_namespace()
-        if stale and stale != read_model.namespace():
-            delete_namespace(client, stale)
-        ns = keys.namespace(int(client.incr(keys.generation)))
-        delete_namespace(client, ns)  # after a flush the counter restarts: be sure
-        client.set(keys.building, ns)
-
-        total = store.head()
-        replay = RowReplay()
-        for rows in iter_raw(store, 0, _READ_BATCH):
-            replay.feed(rows)
-            if progress is not None:
-                progress("replay", replay.count, total)
-            if replay.count % 200_000 < _READ_BATCH:
-                lock.extend()
-        replay.finish(store)
-        position, count = replay.position, replay.count
-        n_entities = len(replay.tokens) + len(replay.others)
-        written = _write_bulk(client, keys, replay.bulk_calls(ns, _WRITE_CHUNK), lock,
-                              progress, n_entities)
-        del replay
-        # The checkpoint marks the namespace complete (the hot path checks it exists).
-        if read_model.apply([], checkpoint=position, namespace=ns) < 0:
-            raise RebuildInterrupted(f"namespace {ns} was taken away")
-        # Catch up with what was committed while we replayed.
-        caught, _, position = project_into(store, read_model, ns, position, batch_size)
-        count += caught
-        lock.extend()
-        old = client.eval(_SWITCH, 2, keys.active, keys.building, ns, keys.default_namespace)
-        if old is None:
-            raise RebuildInterrupted(f"namespace {ns} was taken away before the switch")
-        old = old.decode() if isinstance(old, bytes) else old
-        # Events committed between the last catch-up and the switch: the new namespace's
-        # checkpoint is behind them, so this (or any projector) picks them up.
-        caught, _, position = project_into(store, read_model, ns, position, batch_size)
-        count += caught
-        seconds = time.perf_counter() - started
-        cleanup = time.perf_counter()
-        if old != ns:
-            delete_namespace(client, old)
-        return RebuildResult(
-            namespace=ns, replaced=old, events=count, entities=written,
-            checkpoint=position, seconds=seconds,
-            cleanup_seconds=time.perf_counter() - cleanup,
-        )
-    finally:
-        lock.release()
 
 
 # -- inspecting ----------------------------------------------------------------------------

@@ -11,14 +11,9 @@ import click
 import redis
 
 from events.keys import KeyLayout
-from events.projection import (
-    RebuildBusy,
-    RebuildInterrupted,
-    rebuild,
-    snapshot,
-    status,
-)
+from events.projection import RebuildBusy, RebuildInterrupted, snapshot, status
 from events.readmodel import ReadModel
+from events.rebuild import rebuild
 from services.cli import CliContext, CliError, pass_cli
 
 

@@ -16,8 +16,9 @@ import time
 from collections.abc import Callable
 
 from events.expiry import sweep_expired
-from events.projection import RebuildBusy, project_pending, rebuild
+from events.projection import RebuildBusy, project_pending
 from events.readmodel import ReadModel
+from events.rebuild import rebuild
 from events.settings import Settings
 from events.store import EventStore
 

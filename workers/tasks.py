@@ -1,4 +1,5 @@
-"""Thin task wrappers around :mod:`events.projection` and :mod:`events.expiry`.
+"""Thin task wrappers around :mod:`events.projection`, :mod:`events.rebuild` and
+:mod:`events.expiry`.
 
 Front ends send these by name (``send_task("oauthledger.project")``). Each task is
 idempotent: projection is checkpointed and version-guarded, the sweep appends with an
@@ -14,8 +15,9 @@ from typing import Any
 from events.connections import open_redis, open_store
 from events.expiry import sweep_expired
 from events.keys import KeyLayout
-from events.projection import RebuildBusy, project_coalesced, rebuild
+from events.projection import RebuildBusy, project_coalesced
 from events.readmodel import ReadModel
+from events.rebuild import rebuild
 from events.settings import Settings
 from events.store import EventStore
 from workers.celery_app import (

@@ -12,8 +12,9 @@ import pytest
 import redis
 
 from events.keys import KeyLayout
-from events.projection import compare, project_pending, rebuild, snapshot
+from events.projection import compare, project_pending, snapshot
 from events.readmodel import ReadModel, redis_view
+from events.rebuild import rebuild
 from events.state import fold_stream, token_stream
 from events.store import EventStore
 from tests.e2e.conftest import wait_for

@@ -14,16 +14,15 @@ import redis
 from events import catalog as ev
 from events.keys import KeyLayout
 from events.projection import (
-    _BULK_INDEX,
     RebuildBusy,
     compare,
     project_coalesced,
     project_pending,
-    rebuild,
     snapshot,
     status,
 )
 from events.readmodel import BUCKET_LOAD, ReadModel, bucket_layout, expiry_ms
+from events.rebuild import _BULK_INDEX, rebuild
 from events.state import TokenState, fold_stream, token_stream
 from events.store import EventStore
 from tests.integration.test_projection_support import make_history

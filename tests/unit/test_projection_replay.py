@@ -12,8 +12,9 @@ import pytest
 from events import catalog as ev
 from events.chain import canonical_json
 from events.keys import KeyLayout
-from events.projection import FastReplay, RowReplay
+from events.projection import FastReplay
 from events.readmodel import TOKEN_FIELDS_NOT_IN_REDIS, ReadModel, decode_value, encode, redis_view
+from events.rebuild import RowReplay
 from events.sealing import KeyRing, Sealer
 from events.state import Replay, TokenState
 from events.store import RecordedEvent
