@@ -22,6 +22,7 @@ while the workers write their keys.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -440,11 +441,14 @@ def fold_range(store: EventStore, replay: RowReplay, after: int, until: int, hea
     batches: Iterator[list[RawRow]] = iter_raw(store, after, _READ_BATCH, until=until)
     if inbox is not None:
         batches = _chain(batches, inbox.batches(check))
-    for rows in batches:
-        replay.feed(rows)
-        forward()
-        if on_batch is not None:
-            on_batch(replay)
+    # closing: a fold error must not leave the reader suspended with its connection
+    # checked out (PostgreSQL: a transaction holding a lock on the table).
+    with contextlib.closing(batches):
+        for rows in batches:
+            replay.feed(rows)
+            forward()
+            if on_batch is not None:
+                on_batch(replay)
     if outbox is not None:
         outbox.close()
     replay.finish(store, head)

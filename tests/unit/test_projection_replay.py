@@ -120,6 +120,27 @@ def test_row_replay_equals_reference_fold() -> None:
     assert len(fast.tokens) == 6
 
 
+@pytest.mark.parametrize("cut", range(1, len(HISTORY)))
+def test_ranges_with_forwarding_equal_one_fold(cut: int) -> None:
+    """The parallel rebuild's split: the fold of a later range forwards the rows of
+    streams that began before it (not a stream's first event, stream not seen there);
+    the earlier range folds them after its own rows. Together: the one-pass fold."""
+    records = _records(HISTORY)
+    rows = _rows(records)
+    whole = RowReplay()
+    whole.feed(rows)
+    first, later = RowReplay(), RowReplay(forwarding=True)
+    first.feed(rows[:cut])
+    later.feed(rows[cut:])
+    forwarded = list(later.foreign or [])
+    assert all(r[2] != 1 for r in forwarded)
+    first.feed(forwarded)
+    assert first.count + later.count == whole.count == len(rows)
+    merged = {_key(s): s for s in first.states() + later.states()}
+    assert len(merged) == len(first.states()) + len(later.states())  # no stream twice
+    assert merged == {_key(s): s for s in whole.states()}
+
+
 class _NoRedis:
     def register_script(self, script: str) -> None:
         return None
