@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import operator
 import os
 import time
 import uuid
@@ -57,6 +58,7 @@ from events.readmodel import (
     encode_token,
     entity_of,
     iter_states,
+    token_hash,
     token_index_args,
 )
 from events.rebuild_workers import (
@@ -106,9 +108,11 @@ end
 return 0
 """
 # The expiry buckets of one hour, laid out at once: ARGV namespace, hour, level, split
-# pointer, mode ('new': first chunk of the hour, 'add': later chunks), then (token, ms)
-# pairs. If front ends indexed tokens of this hour meanwhile (their layout may differ),
-# falls back to adding one by one (returns 1).
+# pointer, mode ('new': first call of the hour, 'add': later calls), then groups of
+# (bucket address, n, then n (score, token) pairs) — addresses and scores computed by
+# the caller (index_calls), so Redis runs one ZADD per bucket. If front ends indexed
+# tokens of this hour meanwhile (their layout may differ), falls back to adding one by
+# one (returns 1).
 _BULK_INDEX = INDEX_LUA + """
 local ns = ARGV[1]
 if redis.call('GET', KEYS[2]) ~= ns then return -1 end
@@ -116,18 +120,20 @@ local idx = ns .. ':expiry'
 local w = tonumber(ARGV[2])
 local l, p, c = window_state(idx, w)
 local want_l, want_p = tonumber(ARGV[3]), tonumber(ARGV[4])
-if (ARGV[5] == 'new' and c > 0) or (ARGV[5] == 'add' and (l ~= want_l or p ~= want_p)) then
-  for i = 6, #ARGV, 2 do index_add(ns, ARGV[i], tonumber(ARGV[i + 1])) end
-  return 1
+local fallback = (ARGV[5] == 'new' and c > 0) or
+                 (ARGV[5] == 'add' and (l ~= want_l or p ~= want_p))
+local i = 6
+while i <= #ARGV do
+  local n = tonumber(ARGV[i + 1])
+  if fallback then
+    for j = i + 2, i + 2 * n, 2 do index_add(ns, ARGV[j + 1], w * W + tonumber(ARGV[j])) end
+  else
+    c = c + redis.call('ZADD', bucket(ns, w, tonumber(ARGV[i])),
+                       unpack(ARGV, i + 2, i + 1 + 2 * n))
+  end
+  i = i + 2 + 2 * n
 end
-local groups = {}
-for i = 6, #ARGV, 2 do
-  local a = address(thash(ARGV[i]), want_l, want_p)
-  local g = groups[a]
-  if not g then g = {}; groups[a] = g end
-  g[#g + 1] = fmt(tonumber(ARGV[i + 1]) - w * W); g[#g + 1] = ARGV[i]
-end
-for a, g in pairs(groups) do c = c + redis.call('ZADD', bucket(ns, w, a), unpack(g)) end
+if fallback then return 1 end
 save_state(idx, w, want_l, want_p, c)
 return 0
 """
@@ -309,18 +315,10 @@ class RowReplay:
             yield len(part), read_model.apply_args(part, None, namespace)
 
     def expiry_hours(self) -> dict[int, list[Any]]:
-        """The active access tokens by expiry hour: {hour: [token, ms, token, ms, ...]}
-        — what the expiry index holds (see :func:`index_calls`)."""
-        hours: dict[int, list[Any]] = {}
-        ceil = math.ceil
-        for t in self.tokens.values():
-            if t[_STATUS] == "active":
-                ms = ceil(t[_EXPIRES] * 1000)
-                pairs = hours.get(ms // EXPIRY_WINDOW_MS)
-                if pairs is None:
-                    pairs = hours[ms // EXPIRY_WINDOW_MS] = []
-                pairs += (t[_TOKEN], ms)
-        return hours
+        """The active access tokens by expiry hour: {hour: [token, ms, hash, ...]} —
+        what the expiry index holds (see :func:`index_calls`)."""
+        return expiry_hours((t[_TOKEN], t[_EXPIRES]) for t in self.tokens.values()
+                            if t[_STATUS] == "active")
 
     def key_calls(self, namespace: str, chunk: int) -> Iterator[tuple[str, int, list[Any]]]:
         """The keys of every entity and the request-token index, as (script, entities,
@@ -358,17 +356,66 @@ class RowReplay:
             yield _BULK_REQUESTS, 0, [namespace, *requests[i:i + 2 * chunk]]
 
 
+# The expiry-bucket hash (events.readmodel.token_hash, thash in the Lua) of a token's
+# last 16 bytes, as one dot product: sum(byte * 31^k) mod 2^20.
+_HASH_POWERS = [pow(31, 15 - i, 1 << 20) for i in range(16)]
+
+
+def _token_hash(token: str) -> int:
+    tail = token.encode("utf-8")[-16:]
+    if len(tail) < 16:
+        return token_hash(token)
+    return sum(map(operator.mul, tail, _HASH_POWERS)) & 0xFFFFF
+
+
+def expiry_hours(tokens: Iterable[tuple[str, float]]) -> dict[int, list[Any]]:
+    """Active access tokens ``(token, expires_at)`` by expiry hour:
+    {hour: [token, ms, hash, token, ms, hash, ...]}, ms rounded up as the index holds
+    them (:func:`events.readmodel.expiry_ms`)."""
+    hours: dict[int, list[Any]] = {}
+    ceil = math.ceil
+    for token, expires in tokens:
+        ms = ceil(expires * 1000)
+        hour = ms // EXPIRY_WINDOW_MS
+        entries = hours.get(hour)
+        if entries is None:
+            entries = hours[hour] = []
+        entries += (token, ms, _token_hash(token))
+    return hours
+
+
 def index_calls(namespace: str, hours: dict[int, list[Any]], chunk: int
                 ) -> Iterator[tuple[str, int, list[Any]]]:
     """``_BULK_INDEX`` calls laying out each expiry hour's buckets from the hour's total
-    count (all partitions' pairs merged into ``hours``)."""
-    for hour, pairs in sorted(hours.items()):
-        level, split = bucket_layout(len(pairs) // 2)
+    count (every range's :func:`expiry_hours` merged into ``hours``): tokens grouped by
+    bucket address here, at most ``chunk`` tokens per call."""
+    for hour, entries in sorted(hours.items()):
+        level, split = bucket_layout(len(entries) // 3)
+        low, high = (1 << level) - 1, (1 << (level + 1)) - 1
+        base = hour * EXPIRY_WINDOW_MS
+        groups: dict[int, list[Any]] = {}
+        for i in range(0, len(entries), 3):
+            h = entries[i + 2]
+            address = h & low
+            if address < split:
+                address = h & high
+            group = groups.get(address)
+            if group is None:
+                group = groups[address] = []
+            group += (entries[i + 1] - base, entries[i])
         mode = "new"
-        for i in range(0, len(pairs), 2 * chunk):
-            yield _BULK_INDEX, 0, [namespace, str(hour), str(level), str(split), mode,
-                                   *pairs[i:i + 2 * chunk]]
-            mode = "add"
+        args: list[Any] = []
+        n = 0
+        for address, group in sorted(groups.items()):
+            for at in range(0, len(group), 2 * chunk):
+                part = group[at:at + 2 * chunk]
+                args += (address, len(part) // 2, *part)
+                n += len(part) // 2
+                if n >= chunk:
+                    yield _BULK_INDEX, 0, [namespace, hour, level, split, mode, *args]
+                    mode, args, n = "add", [], 0
+        if args:
+            yield _BULK_INDEX, 0, [namespace, hour, level, split, mode, *args]
 
 
 def merge_hours(into: dict[int, list[Any]], more: dict[int, list[Any]]) -> None:

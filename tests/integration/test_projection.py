@@ -22,7 +22,7 @@ from events.projection import (
     status,
 )
 from events.readmodel import BUCKET_LOAD, ReadModel, bucket_layout, expiry_ms
-from events.rebuild import _BULK_INDEX, rebuild
+from events.rebuild import _BULK_INDEX, expiry_hours, index_calls, rebuild
 from events.state import TokenState, fold_stream, token_stream
 from events.store import EventStore
 from tests.integration.test_projection_support import make_history
@@ -211,19 +211,18 @@ def test_bulk_expiry_index_agrees_with_incremental_writes(read_model) -> None:
     same_hour = [_access(f"bs{i:03d}-{uuid.uuid4().hex[:20]}", hour_start + 30 + i)
                  for i in range(100)]
 
-    def pairs(states):
-        out = []
-        for s in states:
-            out += [s.token, expiry_ms(s.expires_at)]
-        return out
+    def calls(states, chunk):
+        hours = expiry_hours((s.token, s.expires_at) for s in states)
+        return [args for _, _, args in index_calls(ns, hours, chunk)]
 
-    level, split = bucket_layout(len(same_hour))
-    assert bulk(keys=keys, args=[ns, hour, level, split, "new", *pairs(same_hour)]) == 1
-    level, split = bucket_layout(len(other_hour))
-    assert (level, split) == (3, 5)  # 13 buckets of at most 40
-    for i, mode in ((0, "new"), (200, "add"), (400, "add")):
-        assert bulk(keys=keys, args=[ns, hour + 1, level, split, mode,
-                                     *pairs(other_hour[i:i + 200])]) == 0
+    # The same hour as the front end's tokens: laid out differently, so the script
+    # adds them one by one (incremental splits) instead.
+    assert [bulk(keys=keys, args=args) for args in calls(same_hour, 100)] == [1]
+    assert bucket_layout(len(other_hour)) == (3, 5)  # 13 buckets of at most 40
+    other = calls(other_hour, 200)
+    assert [args[1:5] for args in other] == [[hour + 1, 3, 5, "new"]] + [
+        [hour + 1, 3, 5, "add"]] * (len(other) - 1)
+    assert [bulk(keys=keys, args=args) for args in other] == [0] * len(other)
     everything = early + same_hour + other_hour
     assert read_model.expiry_index(ns) == sorted(
         (s.token, expiry_ms(s.expires_at)) for s in everything)
