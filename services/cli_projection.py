@@ -81,8 +81,11 @@ def _progress_bar() -> tuple[Any, Any]:
 @projection.command("rebuild")
 @click.option("--verify", is_flag=True,
               help="Compare the rebuilt read model with the live one and list differences.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Processes to replay with (default: one per CPU, at most 4, for logs "
+                   "of 50,000 events or more).")
 @pass_cli
-def rebuild_cmd(cli: CliContext, verify: bool) -> None:
+def rebuild_cmd(cli: CliContext, verify: bool, workers: int | None) -> None:
     """Replay the whole log into a fresh namespace and switch to it atomically."""
     read_model = _read_model(cli)
     store = cli.store
@@ -98,16 +101,17 @@ def rebuild_cmd(cli: CliContext, verify: bool) -> None:
         if sys.stderr.isatty():
             bar, update = _progress_bar()
             with bar:
-                result = rebuild(store, read_model, progress=update)
+                result = rebuild(store, read_model, progress=update, workers=workers)
         else:
-            result = rebuild(store, read_model)
+            result = rebuild(store, read_model, workers=workers)
     except RebuildBusy:
         raise CliError("another rebuild is running (lock held); try again later") from None
     except RebuildInterrupted as exc:
         raise CliError(f"rebuild interrupted: {exc}") from None
     click.echo(
         f"rebuilt {result.namespace} from {result.events} events ({result.entities} "
-        f"entities) in {result.seconds:.2f} s ({result.rate:,.0f} events/s); "
+        f"entities) in {result.seconds:.2f} s ({result.rate:,.0f} events/s, "
+        f"{result.workers} process{'es' if result.workers > 1 else ''}); "
         f"replaced {result.replaced}"
     )
     if before is not None:
