@@ -698,9 +698,9 @@ def _rebuild_here(store: EventStore, client: redis.Redis, keys: KeyLayout, ns: s
     try:
         replay = fold_range(store, RowReplay(), 0, until, head,
                             pool.inbox if pool is not None else None, None, on_batch, check)
-    except ChainBroken as exc:
-        assert pool is not None
-        pool.raise_cause(fallback=exc)
+    except ChainBroken as exc:  # worker 1 stopped: raise why (its error, or a later one's)
+        if pool is not None:
+            pool.raise_cause(fallback=exc)
         raise
     own_entities = replay.entities
     hours = replay.expiry_hours()

@@ -191,10 +191,7 @@ class Outbox:
     def send(self, rows: list[tuple]) -> None:
         """Forward a batch of rows (position order)."""
         if rows:
-            blob = pickle.dumps(rows, protocol=pickle.HIGHEST_PROTOCOL)
-            self._out.write(_FRAME.pack(len(blob)))
-            self._out.write(blob)
-            self._out.flush()
+            send(self._out, rows)
 
     def close(self) -> None:
         """Send the end marker: everything was forwarded."""
