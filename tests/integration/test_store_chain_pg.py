@@ -9,6 +9,8 @@ behind the code.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 import sqlalchemy as sa
@@ -134,24 +136,24 @@ def test_a_database_at_revision_0001_is_told_to_upgrade(pg_url: str) -> None:
         store.engine.dispose()
 
 
-def test_a_role_without_execute_gets_one_line(pg_store: EventStore, pg_url: str) -> None:
-    """Anything else the server refuses is an EventStoreError with its first line."""
-    role = "olnoexec_" + uuid.uuid4().hex[:8]  # roles are server-wide: never shared
-    with pg_store.engine.begin() as conn:
-        conn.exec_driver_sql("REVOKE EXECUTE ON FUNCTION oauthledger_append(text[], integer[], "
-                             "integer[], text[], smallint[], text[], text, integer) FROM PUBLIC")
+@contextmanager
+def acting_as(store: EventStore, pg_url: str, *grants: str) -> Iterator[str]:
+    """A new role (roles are server-wide: a unique name) with USAGE on the test schema
+    and ``grants`` (``{schema}`` filled in); the store's pooled connection is switched to
+    it, so the store's next calls run as that role. Dropped afterwards."""
+    role = "oltest_" + uuid.uuid4().hex[:8]
+    schema = pg_url.rsplit("%3D", 1)[1]
+    with store.engine.begin() as conn:
         conn.exec_driver_sql(f"CREATE ROLE {role}")
-        conn.exec_driver_sql(f"GRANT USAGE ON SCHEMA {pg_url.rsplit('%3D', 1)[1]} TO {role}")
+        for grant in (f"GRANT USAGE ON SCHEMA {schema} TO {{role}}", *grants):
+            conn.exec_driver_sql(grant.format(schema=schema, role=role))
     try:
-        with pg_store.engine.connect() as conn:
+        with store.engine.connect() as conn:
             conn.exec_driver_sql(f"SET ROLE {role}")
-            conn.commit()
-            # The pooled connection keeps the role: the next append runs as it.
-        with pytest.raises(EventStoreError, match="permission denied") as info:
-            pg_store.append("s", 0, [AccessTokenRevoked(token="a", by="x")])
-        assert "\n" not in str(info.value)
+            conn.commit()  # the pool's one connection keeps the role
+        yield role
     finally:
-        pg_store.engine.dispose()
+        store.engine.dispose()
         admin = sa.create_engine(pg_url)
         with admin.begin() as conn:
             conn.exec_driver_sql(f"DROP OWNED BY {role}")
@@ -159,21 +161,24 @@ def test_a_role_without_execute_gets_one_line(pg_store: EventStore, pg_url: str)
         admin.dispose()
 
 
+def test_a_role_without_execute_gets_one_line(pg_store: EventStore, pg_url: str) -> None:
+    """Anything else the server refuses is an EventStoreError with its first line."""
+    with pg_store.engine.begin() as conn:
+        conn.exec_driver_sql("REVOKE EXECUTE ON FUNCTION oauthledger_append(text[], integer[], "
+                             "integer[], text[], smallint[], text[], text, integer) FROM PUBLIC")
+    with acting_as(pg_store, pg_url), \
+            pytest.raises(EventStoreError, match="permission denied") as info:
+        pg_store.append("s", 0, [AccessTokenRevoked(token="a", by="x")])
+    assert "\n" not in str(info.value)
+
+
 def test_the_documented_least_privilege_role_can_append(pg_store: EventStore, pg_url: str
                                                           ) -> None:
     """docs/event-store.md: USAGE on the schema, SELECT and INSERT on events (and the
     default EXECUTE) are all an application role needs; the function runs with its
     rights, not the owner's."""
-    role = "olapp_" + uuid.uuid4().hex[:8]
-    schema = pg_url.rsplit("%3D", 1)[1]
-    with pg_store.engine.begin() as conn:
-        conn.exec_driver_sql(f"CREATE ROLE {role}")
-        conn.exec_driver_sql(f"GRANT USAGE ON SCHEMA {schema} TO {role}")
-        conn.exec_driver_sql(f"GRANT SELECT, INSERT ON {schema}.events TO {role}")
-    try:
-        with pg_store.engine.connect() as conn:
-            conn.exec_driver_sql(f"SET ROLE {role}")
-            conn.commit()
+    with acting_as(pg_store, pg_url, "GRANT SELECT, INSERT ON {schema}.events TO {role}"
+                   ) as role:
         rows = pg_store.append_many([
             StreamWrite("token-a", 0, [AccessTokenRevoked(token="a", by="x")]),
             StreamWrite("token-b", 0, [AccessTokenRevoked(token="b", by="y")] * 2)])
@@ -184,10 +189,3 @@ def test_the_documented_least_privilege_role_can_append(pg_store: EventStore, pg
         assert pg_store.verify().ok and pg_store.head() == 4
         with pg_store.engine.connect() as conn:  # it was the role that did all this
             assert conn.exec_driver_sql("SELECT current_user").scalar() == role
-    finally:
-        pg_store.engine.dispose()
-        admin = sa.create_engine(pg_url)
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f"DROP OWNED BY {role}")
-            conn.exec_driver_sql(f"DROP ROLE {role}")
-        admin.dispose()
