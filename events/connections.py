@@ -9,7 +9,7 @@ from pathlib import Path
 import redis
 
 from events.migrate import ensure_schema
-from events.sealing import Sealer, load_key_ring
+from events.sealing import Sealer
 from events.settings import Settings
 from events.store import EventStore
 
@@ -48,6 +48,6 @@ def open_redis(settings: Settings) -> redis.Redis:
 
 
 def open_sealer(settings: Settings) -> Sealer:
-    """The sealer over the key file (generated with mode 0600 on first use)."""
-    path = Path(settings.secret_key_file)
-    return Sealer(load_key_ring(path, create=True))
+    """The sealer over the key file (generated with mode 0600 on first use); it follows
+    the file, so a key rotation needs no restart."""
+    return Sealer.from_file(Path(settings.secret_key_file), create=True)

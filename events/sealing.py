@@ -108,23 +108,73 @@ def load_key_ring(path: Path, create: bool = True) -> KeyRing:
     return KeyRing.from_json(text)
 
 
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    """What changes when the key file is replaced (inode, size, mtime), or None."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
 def save_key_ring(path: Path, ring: KeyRing) -> None:
     """Write the key file atomically with mode 0600."""
     _write_private(path, ring.to_json())
 
 
 class Sealer:
-    """Seals and opens secrets with a :class:`KeyRing`."""
+    """Seals and opens secrets with a :class:`KeyRing`.
 
-    def __init__(self, ring: KeyRing) -> None:
-        self.ring = ring
-        self._aead = {kid: AESGCM(key) for kid, key in ring.keys.items()}
+    Built with :meth:`from_file`, it follows the key file: ``oauthledger keys rotate``
+    replaces the file atomically, and a running server or worker seals with the new
+    active key from its next seal on, and opens values another process sealed with a
+    key it has not loaded yet (issue 2: "new events use it while old ones still open" —
+    without a restart of every process)."""
+
+    def __init__(self, ring: KeyRing, path: Path | None = None) -> None:
+        self._path = path
+        self._stamp = _stamp(path) if path is not None else None
+        self._use(ring)
+
+    @classmethod
+    def from_file(cls, path: Path, create: bool = True) -> Sealer:
+        """A sealer over the key file at ``path`` (generated with mode 0600 when absent
+        and ``create`` is set) that reloads it when it changes."""
+        return cls(load_key_ring(path, create=create), path=path)
+
+    def _use(self, ring: KeyRing) -> None:
+        # One assignment swaps ring and ciphers together: a thread sealing meanwhile sees
+        # either the old pair or the new one, never a mix.
+        self._current = (ring, {kid: AESGCM(key) for kid, key in ring.keys.items()})
+
+    @property
+    def ring(self) -> KeyRing:
+        """The key ring in use (after any reload)."""
+        return self._current[0]
+
+    def _refresh(self) -> None:
+        """Reload the key file if it changed since it was read. A file that cannot be
+        read or parsed right now keeps the ring in use: every key in it still opens what
+        it sealed, so sealing with it is safe; the next call tries again."""
+        if self._path is None:
+            return
+        stamp = _stamp(self._path)
+        if stamp == self._stamp or stamp is None:
+            return
+        try:
+            ring = load_key_ring(self._path, create=False)
+        except SealingError:
+            return
+        self._stamp = stamp
+        self._use(ring)
 
     def seal(self, plaintext: str) -> str:
         """Encrypt ``plaintext`` under the active key."""
-        kid = self.ring.active
+        self._refresh()  # one stat(): sealing happens per grant, not per request
+        ring, aead = self._current
+        kid = ring.active
         nonce = os.urandom(12)
-        ct = self._aead[kid].encrypt(nonce, plaintext.encode("utf-8"), _AAD)
+        ct = aead[kid].encrypt(nonce, plaintext.encode("utf-8"), _AAD)
         return f"{_PREFIX}.{kid}.{_b64e(nonce + ct)}"
 
     def open(self, sealed: str) -> str:
@@ -135,7 +185,10 @@ class Sealer:
             raise SealingError("not a sealed value") from None
         if prefix != _PREFIX:
             raise SealingError(f"unknown sealing format {prefix!r}")
-        aead = self._aead.get(kid)
+        aead = self._current[1].get(kid)
+        if aead is None:
+            self._refresh()  # sealed by a process that has loaded a newer key file
+            aead = self._current[1].get(kid)
         if aead is None:
             raise SealingError(f"sealing key {kid!r} is not in the key ring")
         try:

@@ -77,7 +77,8 @@ def rotate(cli_ctx: CliContext) -> None:
     click.echo(
         f"{path}: active key is now {new_id}"
         + (f" (was {previous}; kept to open older secrets)" if previous else " (new key file)")
-        + "; restart running servers and workers to seal with it",
+        + "; running servers and workers on this host seal with it from their next seal"
+        " (copy the key file to every other host)",
         err=True,
     )
 

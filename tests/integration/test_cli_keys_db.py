@@ -140,6 +140,9 @@ def test_keys_rotate_keeps_old_secrets_and_seals_new_ones_with_the_new_key(any_e
         assert ring.active == new_id and set(ring.keys) == {old_id, new_id}
         assert (settings.secret_key_file.stat().st_mode & 0o777) == 0o600
 
+        # A process that was running before the rotation follows the key file: its
+        # next seal uses the new key, no restart.
+        assert Sealer.key_id(old_sealer.seal("x")) == new_id
         new_sealer = open_sealer(settings)
         after_secret = "after-" + uuid.uuid4().hex
         store.append("resource-server-rs2", 0, [ev.ResourceServerCredentialCreated(
@@ -149,6 +152,7 @@ def test_keys_rotate_keeps_old_secrets_and_seals_new_ones_with_the_new_key(any_e
         assert Sealer.key_id(first.secret_sealed) == old_id
         assert Sealer.key_id(second.secret_sealed) == new_id
         assert new_sealer.open(second.secret_sealed) == after_secret
+        assert old_sealer.open(second.secret_sealed) == after_secret
 
         listed = run(any_env, "keys", "list", "--usage")
         assert listed.exit_code == 0, listed.output

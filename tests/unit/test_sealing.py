@@ -148,3 +148,57 @@ def test_well_formed_key_file_is_accepted(tmp_path: Path) -> None:
     path.write_text(json.dumps({"active": "k1", "keys": {"k1": KEY}}))
     ring = load_key_ring(path)
     assert ring.active == "k1" and ring.keys["k1"] == b"k" * 32
+
+
+# -- following the key file (rotation without a restart) ------------------------------
+
+
+def test_a_sealer_over_the_file_seals_with_the_rotated_key(tmp_path: Path) -> None:
+    """What `oauthledger keys rotate` does to the file (load, rotate, save atomically)
+    reaches a running sealer at its next seal; old seals still open."""
+    path = tmp_path / "keys.json"
+    running = Sealer.from_file(path)
+    old_kid = running.ring.active
+    before = running.seal("before")
+
+    ring = load_key_ring(path, create=False)  # another process rotates
+    new_kid = ring.rotate()
+    save_key_ring(path, ring)
+
+    after = running.seal("after")
+    assert Sealer.key_id(before) == old_kid and Sealer.key_id(after) == new_kid
+    assert running.open(before) == "before" and running.open(after) == "after"
+
+
+def test_a_sealer_opens_what_a_newer_process_sealed(tmp_path: Path) -> None:
+    """A front end that has not sealed since the rotation still opens a consumer secret
+    sealed by a process that already uses the new key."""
+    path = tmp_path / "keys.json"
+    running = Sealer.from_file(path)
+    ring = load_key_ring(path, create=False)
+    ring.rotate()
+    save_key_ring(path, ring)
+    newer = Sealer.from_file(path, create=False)
+    sealed = newer.seal("consumer secret")
+    assert running.open(sealed) == "consumer secret"
+
+
+def test_an_unreadable_key_file_keeps_the_ring_in_use(tmp_path: Path) -> None:
+    """A broken or vanished file mid-flight does not stop sealing with the keys in use;
+    a value under a key nobody has is still refused by name."""
+    path = tmp_path / "keys.json"
+    running = Sealer.from_file(path)
+    kid = running.ring.active
+    path.write_text("{not json")
+    assert Sealer.key_id(running.seal("x")) == kid
+    path.unlink()
+    assert running.open(running.seal("y")) == "y"
+    stranger = Sealer(KeyRing.generate()).seal("z")
+    with pytest.raises(SealingError, match="not in the key ring"):
+        running.open(stranger)
+
+
+def test_a_sealer_without_a_file_never_reloads(tmp_path: Path) -> None:
+    ring = KeyRing.generate()
+    sealer = Sealer(ring)
+    assert sealer.ring is ring and Sealer.key_id(sealer.seal("x")) == ring.active
