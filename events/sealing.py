@@ -69,13 +69,24 @@ class KeyRing:
         kid = _new_key_id()
         return cls(active=kid, keys={kid: AESGCM.generate_key(bit_length=256)})
 
-    def rotate(self) -> str:
-        """Add a new key, make it active, and return its id. Old keys stay to open."""
+    def add_key(self) -> str:
+        """Add a new key without making it active (a staged rotation); return its id."""
         kid = _new_key_id()
         while kid in self.keys:
             kid = _new_key_id()
         self.keys[kid] = AESGCM.generate_key(bit_length=256)
+        return kid
+
+    def activate(self, kid: str) -> None:
+        """Make the key ``kid`` of this ring the one new seals use."""
+        if kid not in self.keys:
+            raise SealingError(f"key {kid!r} is not in the key file")
         self.active = kid
+
+    def rotate(self) -> str:
+        """Add a new key, make it active, and return its id. Old keys stay to open."""
+        kid = self.add_key()
+        self.activate(kid)
         return kid
 
 

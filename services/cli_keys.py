@@ -2,8 +2,9 @@
 
 Rotation adds a key and makes it active; old keys stay in the ring so every secret
 sealed under them still opens (events/sealing.py). Key material is never printed.
-A running server or worker loads the key ring when it starts, so it seals with the new
-key after its next restart.
+Running servers and workers follow the key file (events.sealing.Sealer.from_file), so
+a rotation needs no restart. With several hosts, ``rotate --stage`` adds the key without
+activating it; once the file is on every host, ``activate`` switches to it.
 """
 
 from __future__ import annotations
@@ -57,23 +58,30 @@ def keys() -> None:
 
 
 @keys.command("rotate")
+@click.option("--stage", is_flag=True,
+              help="Add the new key without making it active (activate it later with "
+                   "`keys activate`, once the key file is on every host).")
 @pass_cli
-def rotate(cli_ctx: CliContext) -> None:
+def rotate(cli_ctx: CliContext, stage: bool) -> None:
     """Add a new sealing key and make it active; prints its id. Old keys stay to open."""
     path = Path(cli_ctx.settings.secret_key_file)
     with _locked(path):
         if path.exists():
             ring = load_key_ring(path, create=False)
             previous = ring.active
-            new_id = ring.rotate()
+            new_id = ring.add_key()
+            if not stage:
+                ring.activate(new_id)
         else:
             ring, previous = KeyRing.generate(), None
             new_id = ring.active
-        try:
-            save_key_ring(path, ring)
-        except OSError as exc:
-            raise CliError(f"cannot write key file {path}: {exc.strerror}") from None
+        _save(path, ring)
     click.echo(new_id)
+    if stage and previous:
+        click.echo(f"{path}: added key {new_id}, not active (still {previous}); copy the key "
+                   f"file to every host, then run `oauthledger keys activate {new_id}`",
+                   err=True)
+        return
     click.echo(
         f"{path}: active key is now {new_id}"
         + (f" (was {previous}; kept to open older secrets)" if previous else " (new key file)")
@@ -81,6 +89,28 @@ def rotate(cli_ctx: CliContext) -> None:
         " (copy the key file to every other host)",
         err=True,
     )
+
+
+@keys.command("activate")
+@click.argument("key_id")
+@pass_cli
+def activate(cli_ctx: CliContext, key_id: str) -> None:
+    """Make KEY_ID (already in the key file) the key new secrets are sealed with."""
+    path = Path(cli_ctx.settings.secret_key_file)
+    with _locked(path):
+        ring = load_key_ring(path, create=False)
+        previous = ring.active
+        ring.activate(key_id)
+        _save(path, ring)
+    click.echo(f"{path}: active key is now {key_id} (was {previous}); running servers and "
+               "workers on this host seal with it from their next seal", err=True)
+
+
+def _save(path: Path, ring: KeyRing) -> None:
+    try:
+        save_key_ring(path, ring)
+    except OSError as exc:
+        raise CliError(f"cannot write key file {path}: {exc.strerror}") from None
 
 
 @keys.command("list")

@@ -194,3 +194,43 @@ def test_keys_list_flags_sealed_values_under_a_key_that_is_gone(sqlite_env):
             listed.stdout)
     finally:
         store.engine.dispose()
+
+
+def test_staged_rotation_then_activate(sqlite_env):
+    """Several hosts: `rotate --stage` adds a key every host can open before any host
+    seals with it; `activate` switches to it. A running sealer follows both steps."""
+    settings = settings_for(sqlite_env)
+    running = open_sealer(settings)  # creates the key file
+    old_id = running.ring.active
+
+    staged = run(sqlite_env, "keys", "rotate", "--stage")
+    assert staged.exit_code == 0, staged.output
+    new_id = staged.stdout.strip()
+    assert new_id != old_id and f"oauthledger keys activate {new_id}" in staged.stderr
+    assert run(sqlite_env, "keys", "list").stdout.splitlines() == [
+        f"{old_id}  active", new_id]
+    assert Sealer.key_id(running.seal("x")) == old_id  # staged: not used to seal yet
+    other_host = open_sealer(settings)  # has the staged key: opens what it will seal
+    assert new_id in other_host.ring.keys
+
+    activated = run(sqlite_env, "keys", "activate", new_id)
+    assert activated.exit_code == 0, activated.output
+    assert f"active key is now {new_id} (was {old_id})" in activated.stderr
+    sealed = running.seal("y")
+    assert Sealer.key_id(sealed) == new_id and other_host.open(sealed) == "y"
+
+
+@pytest.mark.parametrize(("setup", "key_id", "message"), [
+    (True, "knotthere", "key 'knotthere' is not in the key file"),
+    (False, "k1", "does not exist"),
+])
+def test_activate_refuses_with_one_line(sqlite_env, setup: bool, key_id: str,
+                                        message: str) -> None:
+    if setup:
+        assert run(sqlite_env, "keys", "rotate").exit_code == 0
+    before = settings_for(sqlite_env).secret_key_file
+    content = before.read_text() if before.exists() else None
+    result = run(sqlite_env, "keys", "activate", key_id)
+    assert result.exit_code == 1
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert (before.read_text() if before.exists() else None) == content  # nothing changed
