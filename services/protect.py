@@ -2,7 +2,8 @@
 ``oauth_protected = True``, and a hook for single responders (``@falcon.before``).
 
 Both run the hot path (services.oauth.authenticator.Authenticator.authenticate_resource):
-one Redis round trip for consumer and token, signature check, then the nonce. The
+one Redis round trip for consumer, token and the nonce, every check including the
+signature, then the nonce's verdict (a refused request's nonce is taken back). The
 result is put on ``req.context.oauth`` as an AuthContext.
 """
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
-from events.readmodel import ReadModel
+from events.readmodel import Lookup, ReadModel
 from events.sealing import Sealer
 from events.settings import Settings
 from events.state import ConsumerState, TokenState, consumer_stream, fold_stream, token_stream
@@ -120,6 +120,16 @@ def require_verifier(sealer: Sealer, token: TokenState, sent: str | None) -> Non
             "token_rejected",
             "the oauth_verifier does not match the one issued for this token",
         )
+
+
+def _nonce_used() -> OAuthProblem:
+    """RFC 5849 §3.3: the problem for a replayed nonce (the dance endpoints and the hot
+    path say the same)."""
+    return OAuthProblem(
+        "nonce_used",
+        "this nonce was already used with this timestamp and token; send a fresh "
+        "random nonce with every request (a retried request must be signed anew)",
+    )
 
 
 class Authenticator:
@@ -371,11 +381,7 @@ class Authenticator:
             self.settings.timestamp_window,
         )
         if not fresh:
-            raise OAuthProblem(
-                "nonce_used",
-                "this nonce was already used with this timestamp and token; send a fresh "
-                "random nonce with every request (a retried request must be signed anew)",
-            )
+            raise _nonce_used()
 
     # -- the hot path -----------------------------------------------------------------
 
@@ -418,14 +424,10 @@ class Authenticator:
                     req.consumer_key, req.token or "", req.timestamp or "", req.nonce or "")
             raise
         if lookup.nonce_fresh is False:
-            raise OAuthProblem(
-                "nonce_used",
-                "this nonce was already used with this timestamp and token; send a fresh "
-                "random nonce with every request (a retried request must be signed anew)",
-            )
+            raise _nonce_used()
         return ctx
 
-    def _authorize(self, req: SignedRequest, lookup: Any, https: bool) -> AuthContext:
+    def _authorize(self, req: SignedRequest, lookup: Lookup, https: bool) -> AuthContext:
         """Every check of a resource request but the nonce."""
         consumer, token = lookup.consumer, lookup.token
         if not lookup.complete:
