@@ -62,13 +62,23 @@ def store_url(backend: str, request) -> str:
     return request.getfixturevalue("sqlite_url" if backend == "sqlite" else "pg_url")
 
 
-@pytest.fixture
-def store(store_url: str) -> Iterator[EventStore]:
-    """A migrated, empty store on the parametrized backend."""
-    s = EventStore.from_url(store_url)
+def _migrated_store(url: str) -> Iterator[EventStore]:
+    s = EventStore.from_url(url)
     upgrade(s.engine)
     yield s
     s.engine.dispose()
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[EventStore]:
+    """A migrated, empty store on the parametrized backend."""
+    yield from _migrated_store(store_url)
+
+
+@pytest.fixture
+def pg_store(pg_url: str) -> Iterator[EventStore]:
+    """A migrated, empty PostgreSQL store (fresh schema)."""
+    yield from _migrated_store(pg_url)
 
 
 @pytest.fixture

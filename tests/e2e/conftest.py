@@ -25,8 +25,6 @@ import redis
 from celery import Celery
 
 from events.keys import KeyLayout
-from events.migrate import upgrade
-from events.store import EventStore
 from tests.conftest import REDIS_URL
 from tests.e2e import servers
 
@@ -144,15 +142,6 @@ class Procs:
         """Stop every process this helper started."""
         for _, proc in reversed(self.procs):
             self.stop(proc)
-
-
-@pytest.fixture
-def pg_store(pg_url: str) -> Iterator[EventStore]:
-    """A migrated PostgreSQL store (fresh schema)."""
-    store = EventStore.from_url(pg_url)
-    upgrade(store.engine)
-    yield store
-    store.engine.dispose()
 
 
 @pytest.fixture

@@ -33,14 +33,6 @@ AWKWARD = [
 ]
 
 
-@pytest.fixture
-def pg_store(pg_url: str):
-    store = EventStore.from_url(pg_url)
-    upgrade(store.engine)
-    yield store
-    store.engine.dispose()
-
-
 def _stored_rows(store: EventStore) -> list[tuple]:
     with store.engine.connect() as conn:
         return conn.exec_driver_sql(
