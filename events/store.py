@@ -36,11 +36,9 @@ from events.upcasting import decode
 
 # The advisory lock that serializes appends on PostgreSQL: two 32-bit keys, a constant for
 # this application and the OID of the events table, so stores in different schemas (or
-# databases' test schemas) of one server do not serialize against each other.
+# databases' test schemas) of one server do not serialize against each other. The append
+# function (migration 0002) takes it with this class as its p_lock_class argument.
 APPEND_LOCK_CLASS = 0x0A017E
-PG_APPEND_LOCK_SQL = (
-    f"SELECT pg_advisory_xact_lock({APPEND_LOCK_CLASS}, 'events'::regclass::oid::int4)"
-)
 ANY_VERSION = None  # expected_version that skips the concurrency check
 # SQLSTATE raised by oauthledger_append (migration 0002) for a stale expected version;
 # its DETAIL is the JSON array [stream_id, expected, actual].

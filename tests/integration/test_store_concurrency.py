@@ -29,9 +29,14 @@ import sqlalchemy as sa
 from events.catalog import AccessTokenRevoked
 from events.errors import ConcurrencyConflict
 from events.migrate import upgrade
-from events.store import PG_APPEND_LOCK_SQL, EventStore, StreamWrite
+from events.store import APPEND_LOCK_CLASS, EventStore, StreamWrite
 
 pytestmark = pytest.mark.timeout(180)
+
+# What oauthledger_append (migration 0002) runs first: holding it stalls every append.
+PG_APPEND_LOCK_SQL = (
+    f"SELECT pg_advisory_xact_lock({APPEND_LOCK_CLASS}, 'events'::regclass::oid::int4)"
+)
 
 JOIN_TIMEOUT = 120.0  # seconds; a hung thread fails the test instead of hanging the run
 

@@ -53,8 +53,8 @@ BEGIN
         RAISE EXCEPTION 'oauthledger_append needs READ COMMITTED isolation, not %',
             current_setting('transaction_isolation');
     END IF;
-    -- DESIGN.md "Events and the store": appends are serialized until commit. The same
-    -- lock keys as events.store.PG_APPEND_LOCK_SQL.
+    -- DESIGN.md "Events and the store": appends are serialized until commit. Keys:
+    -- events.store.APPEND_LOCK_CLASS (p_lock_class) and the events table's OID.
     PERFORM pg_advisory_xact_lock(p_lock_class, 'events'::regclass::oid::int4);
     SELECT e.position, e.hash INTO v_position, v_hash
         FROM events e ORDER BY e.position DESC LIMIT 1;
