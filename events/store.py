@@ -260,17 +260,19 @@ class EventStore:
                     last = conn.exec_driver_sql(
                         "SELECT position, hash FROM events ORDER BY position DESC LIMIT 1"
                     ).first()
+                    # One read per stream, even for a stream named in several writes.
                     versions = {
-                        w.stream_id: self._stream_version(conn, w.stream_id) for w in writes
+                        sid: self._stream_version(conn, sid)
+                        for sid in dict.fromkeys(w.stream_id for w in writes)
                     }
                     rows = _build_rows(writes, last, versions, meta_text)
                     if rows:
                         conn.exec_driver_sql(
                             "INSERT INTO events (position, stream_id, stream_version, type, "
                             "schema_version, data, metadata, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                            list(map(_row_tuple, rows)),
+                            rows,
                         )
-                    return rows
+                    return list(starmap(RecordedEvent, rows))
         except IntegrityError as exc:
             raise self._conflict_from(writes, exc) from exc
         except OperationalError as exc:
@@ -575,42 +577,32 @@ def _check_stream_id(stream_id: str) -> None:
 def _build_rows(
     writes: Sequence[StreamWrite],
     last: tuple[int, str] | None,
-    versions: Mapping[str, int],
+    versions: dict[str, int],
     meta_text: str,
-) -> list[RecordedEvent]:
-    """The rows to insert after the head ``last`` (position, hash), checking each write's
-    expected version against ``versions``. Raises :class:`ConcurrencyConflict`."""
+) -> list[tuple[int, str, int, str, int, str, str, str]]:
+    """The SQLite append's rows (the columns of ``events``, in order) after the head
+    ``last`` (position, hash), checking each write's expected version against
+    ``versions`` (advanced in place). Raises :class:`ConcurrencyConflict`. On
+    PostgreSQL, ``oauthledger_append`` (migration 0002) does the same in the server."""
     position, prev_hash = (last[0], last[1]) if last else (0, GENESIS_HASH)
-    current = dict(versions)
-    rows: list[RecordedEvent] = []
+    rows: list[tuple[int, str, int, str, int, str, str, str]] = []
     for write in writes:
-        version = current[write.stream_id]
+        sid = write.stream_id
+        version = versions[sid]
         if write.expected_version is not None and version != write.expected_version:
-            raise ConcurrencyConflict(write.stream_id, write.expected_version, version)
+            raise ConcurrencyConflict(sid, write.expected_version, version)
         for ev in write.events:
             position += 1
             version += 1
             type_name, schema = ev.type_name, ev.SCHEMA_VERSION
             data = canonical_json(ev.to_data())
-            h = row_hash(
-                prev_hash, position, write.stream_id, version, type_name, schema, data, meta_text
+            prev_hash = row_hash(
+                prev_hash, position, sid, version, type_name, schema, data, meta_text
             )
-            rows.append(
-                RecordedEvent(
-                    position, write.stream_id, version, type_name, schema, data, meta_text, h
-                )
-            )
-            prev_hash = h
+            rows.append((position, sid, version, type_name, schema, data, meta_text, prev_hash))
         # A stream named twice in one append_many continues from its new version.
-        current[write.stream_id] = version
+        versions[sid] = version
     return rows
-
-
-def _row_tuple(r: RecordedEvent) -> tuple[int, str, int, str, int, str, str, str]:
-    return (
-        r.position, r.stream_id, r.stream_version, r.type, r.schema_version, r.data,
-        r.metadata, r.hash,
-    )
 
 
 def _first_line(exc: BaseException) -> str:
