@@ -82,9 +82,9 @@ def parse_duration(variable: str, raw: str) -> float:
 
 
 def _url(variable: str, raw: str, schemes: tuple[str, ...]) -> str:
-    parts = urlsplit(raw)
-    scheme = parts.scheme.split("+", 1)[0]
-    if scheme not in schemes:
+    # The whole scheme, driver included: a driver we do not ship (postgresql+psycopg2,
+    # +asyncpg) would otherwise pass here and fail later with an ImportError traceback.
+    if urlsplit(raw).scheme not in schemes:
         raise SettingsError(
             variable, f"{raw!r} must be a URL starting with one of: {', '.join(schemes)}"
         )
@@ -131,7 +131,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if database_url is None:
         database_url = f"sqlite:///{(data_dir / 'events.sqlite3').resolve()}"
     else:
-        database_url = _url(PREFIX + "DATABASE_URL", database_url, ("sqlite", "postgresql"))
+        database_url = _url(PREFIX + "DATABASE_URL", database_url,
+                            ("sqlite", "sqlite+pysqlite", "postgresql", "postgresql+psycopg"))
         if database_url.startswith("postgresql://"):
             # SQLAlchemy would pick psycopg2; we ship psycopg 3.
             database_url = "postgresql+psycopg://" + database_url[len("postgresql://") :]

@@ -112,6 +112,8 @@ def test_renewal_ttl_defaults_to_access_ttl_plus_thirty_days() -> None:
 BAD = [
     ("DATABASE_URL", "mysql://db/ol"),
     ("DATABASE_URL", "not a url"),
+    ("DATABASE_URL", "postgresql+psycopg2://db/ol"),
+    ("DATABASE_URL", "postgresql+asyncpg://db/ol"),
     ("REDIS_URL", "http://cache:6379"),
     ("BROKER_URL", "kafka://b"),
     ("BASE_URL", "jira.example.com"),
