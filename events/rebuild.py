@@ -35,10 +35,8 @@ from typing import Any
 
 import orjson
 import redis
-from sqlalchemy.exc import DBAPIError
 
 from events.catalog import EVENT_TYPES
-from events.errors import StoreUnavailable
 from events.keys import KeyLayout
 from events.projection import (
     RebuildBusy,
@@ -447,10 +445,7 @@ def iter_raw(store: EventStore, after_position: int = 0, batch_size: int = 20000
         sql += f" AND position <= {mark}"
         params += (until,)
     sql += " ORDER BY position"
-    try:
-        raw = store.engine.raw_connection()
-    except DBAPIError as exc:
-        raise StoreUnavailable(store.url, str(exc).splitlines()[0]) from None
+    raw = store._raw_connection()  # StoreUnavailable if the database cannot be reached
     try:
         if store.is_sqlite:
             cur = raw.cursor()
