@@ -12,12 +12,15 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from events.projection import FastReplay
-from events.state import ConsumerState, TokenState, fold_stream, token_stream
+import orjson
+
+from events.catalog import EVENT_TYPES
+from events.state import ConsumerState, TokenState, fold, fold_stream, token_stream
 from events.store import EventStore, RecordedEvent
 
 TOKEN_PREFIX = "token-"
@@ -51,6 +54,112 @@ def iso(ts: float | None) -> str | None:
         return None
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace(
         "+00:00", "Z")
+
+
+# -- the fold of state_at ------------------------------------------------------------------
+
+
+class FastReplay:
+    """Folds the log in position order into the full state of every stream (all fields,
+    for :func:`state_at`), like :class:`events.state.Replay`, but several times faster:
+    the token events (nearly all of a large log) update a plain dict per stream instead
+    of building an event object and a new frozen state per event, and the frozen states
+    are built once at the end.
+    Every other event, and any row that needs upcasting, goes through
+    :func:`events.state.fold` itself. ``tests/unit/test_projection_replay.py`` checks the
+    result equals ``Replay``'s for every event type."""
+
+    def __init__(self) -> None:
+        self.states: dict[str, Any] = {}
+        self.position = 0
+        self.count = 0
+        self._meta = ""
+        self._time = 0.0
+
+    def record_time(self, rec: RecordedEvent) -> float:
+        """The record's commit time; events appended together share their metadata
+        text, so it is parsed once per append."""
+        if rec.metadata != self._meta:
+            self._time = rec.time
+            self._meta = rec.metadata
+        return self._time
+
+    def apply(self, rec: RecordedEvent) -> None:
+        """Fold one record."""
+        sid = rec.stream_id
+        state = self.states.get(sid)
+        self.position = rec.position
+        self.count += 1
+        handler = _FAST_REPLAY.get(rec.type)
+        if (handler is not None and rec.schema_version == _FAST_REPLAY_SCHEMA[rec.type]
+                and (state is None or type(state) is dict)):
+            try:
+                data = orjson.loads(rec.data)
+                new = handler(self, state, data, rec)
+            except (ValueError, KeyError, TypeError):
+                new = None  # let the reference fold raise its precise error
+            if new is not None:
+                self.states[sid] = new
+                return
+        if type(state) is dict:
+            state = TokenState(**state)
+        self.states[sid] = fold(state, rec)
+
+    def final_states(self) -> list[Any]:
+        """Every stream's state as the frozen state classes."""
+        return [TokenState(**s) if type(s) is dict else s for s in self.states.values()]
+
+
+def _request_issued(r: FastReplay, state: Any, d: dict, rec: RecordedEvent) -> dict:
+    return {
+        "token": d["token"], "kind": "request", "consumer_key": d["consumer_key"],
+        "secret_sealed": d["secret_sealed"], "status": "pending",
+        "expires_at": d["expires_at"], "issued_at": r.record_time(rec),
+        "callback": d["callback"], "version": rec.stream_version,
+    }
+
+
+def _access_issued(r: FastReplay, state: Any, d: dict, rec: RecordedEvent) -> dict:
+    return {
+        "token": d["token"], "kind": "access", "consumer_key": d["consumer_key"],
+        "secret_sealed": d["secret_sealed"], "status": "active",
+        "expires_at": d["expires_at"], "issued_at": r.record_time(rec), "user": d["user"],
+        "session_handle_hash": d["session_handle_hash"],
+        "authorization_expires_at": d["authorization_expires_at"],
+        "request_token": d.get("request_token"), "renewed_from": d.get("renewed_from"),
+        "version": rec.stream_version,
+    }
+
+
+def _update(**fixed: Any) -> Callable[..., dict | None]:
+    """A handler that sets ``fixed`` fields and copies ``{field: data key}`` ones."""
+    copies = fixed.pop("copy", {})
+
+    def handler(r: FastReplay, state: Any, d: dict, rec: RecordedEvent) -> dict | None:
+        if state is None:
+            return None  # the reference fold reports the broken stream
+        state.update(fixed)
+        for name, key in copies.items():
+            state[name] = d[key]
+        state["version"] = rec.stream_version
+        return state
+
+    return handler
+
+
+_FAST_REPLAY: dict[str, Callable[..., dict | None]] = {
+    "RequestTokenIssued": _request_issued,
+    "AccessTokenIssued": _access_issued,
+    "TokenApproved": _update(status="approved",
+                             copy={"user": "user", "verifier_sealed": "verifier_sealed"}),
+    "TokenDenied": _update(status="denied", copy={"user": "user"}),
+    "RequestTokenExchanged": _update(status="exchanged", copy={"successor": "access_token"}),
+    "RequestTokenExpired": _update(status="expired"),
+    "AccessTokenExpired": _update(status="expired"),
+    "AccessTokenRenewed": _update(status="renewed", copy={"successor": "new_token"}),
+    "AccessTokenRevoked": _update(status="revoked"),
+}
+_FAST_REPLAY_SCHEMA = {name: EVENT_TYPES[name].SCHEMA_VERSION for name in _FAST_REPLAY}
 
 
 # -- state at a moment ----------------------------------------------------------------------

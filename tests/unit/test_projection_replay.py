@@ -10,9 +10,9 @@ import dataclasses
 import pytest
 
 from events import catalog as ev
+from events.audit import FastReplay
 from events.chain import canonical_json
 from events.keys import KeyLayout
-from events.projection import FastReplay
 from events.readmodel import (
     TOKEN_FIELDS_NOT_IN_REDIS,
     ReadModel,
