@@ -8,6 +8,7 @@ import falcon
 
 from events.state import UserState, user_stream
 from services.deps import Deps
+from services.sessions import Session
 from services.users import check_password
 from services.web import basic_credentials, current_session
 
@@ -29,20 +30,17 @@ def api_user(req: falcon.Request, deps: Deps) -> UserState:
         creds = basic_credentials(req)
     except ValueError as exc:
         raise ApiRefused(401, str(exc)) from None
-    name: str | None = None
     if creds is not None:
-        user, password = creds
-        state, _ = deps.ledger.load(user_stream(user)) if user else (None, 0)
+        name, password = creds
+        state = deps.ledger.load(user_stream(name))[0] if name else None
+        # check_password refuses a missing or disabled user as well as a wrong password.
         if not check_password(state, password):
             raise ApiRefused(401, "wrong username or password")
-        name = user
     else:
         sess = current_session(req, deps)
-        if sess is not None and sess.user:
-            name = sess.user
-    if name is None:
-        raise ApiRefused(401, "sign in, or send HTTP Basic credentials of an admin")
-    state, _ = deps.ledger.load(user_stream(name))
+        if sess is None or not sess.user:
+            raise ApiRefused(401, "sign in, or send HTTP Basic credentials of an admin")
+        state = deps.ledger.load(user_stream(sess.user))[0]
     if state is None or state.disabled:
         raise ApiRefused(401, "this account is disabled")
     return state
@@ -56,8 +54,9 @@ def api_admin(req: falcon.Request, deps: Deps) -> UserState:
     return user
 
 
-def page_user(req: falcon.Request, deps: Deps) -> UserState:
-    """The signed-in user of a page, or a redirect to the login page."""
+def page_session(req: falcon.Request, deps: Deps) -> tuple[UserState, Session]:
+    """The signed-in user of a page and their session (one session read), or a redirect
+    to the login page."""
     sess = current_session(req, deps)
     if sess is None or sess.user is None:
         raise falcon.HTTPSeeOther("/login?" + urlencode({"next": req.relative_uri}))
@@ -65,7 +64,12 @@ def page_user(req: falcon.Request, deps: Deps) -> UserState:
     if state is None or state.disabled:
         deps.sessions.logout(sess)
         raise falcon.HTTPSeeOther("/login")
-    return state
+    return state, sess
+
+
+def page_user(req: falcon.Request, deps: Deps) -> UserState:
+    """The signed-in user of a page, or a redirect to the login page."""
+    return page_session(req, deps)[0]
 
 
 def page_admin(req: falcon.Request, deps: Deps) -> UserState:

@@ -23,12 +23,12 @@ from services import consumers as svc
 from services import installation as inst
 from services import providers as prov
 from services import tokens as tok
-from services.access import page_user
+from services.access import page_session
 from services.deps import Deps
 from services.errors import Conflict, NotFound, ValidationError
 from services.oauth.signatures import METHODS
 from services.sessions import Session
-from services.web import current_session, form, meta, render
+from services.web import form, meta, render
 
 ADMIN = "/plugins/servlet/oauth/admin"
 USER_TOKENS = "/plugins/servlet/oauth/users/access-tokens"
@@ -61,13 +61,11 @@ def when(ts: float | None) -> str:
 
 def _admin(req: falcon.Request, resp: falcon.Response, deps: Deps
            ) -> tuple[UserState, Session] | None:
-    """The admin and their session; anonymous users are sent to log in (page_user), other
-    users get a 403 page. None means the response is already rendered."""
-    user = page_user(req, deps)
-    sess = current_session(req, deps)
-    if not user.admin or sess is None:
-        render(resp, deps, "admin_forbidden.html", status=403, user=user,
-               csrf=sess.csrf if sess else "")
+    """The admin and their session; anonymous users are sent to log in (page_session),
+    other users get a 403 page. None means the response is already rendered."""
+    user, sess = page_session(req, deps)
+    if not user.admin:
+        render(resp, deps, "admin_forbidden.html", status=403, user=user, csrf=sess.csrf)
         return None
     return user, sess
 
@@ -497,18 +495,14 @@ class UserTokensPage(_Page):
     """GET the signed-in user's access tokens; POST revokes one of them."""
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        user = page_user(req, self.deps)
-        sess = current_session(req, self.deps)
-        assert sess is not None  # page_user redirected otherwise
+        user, sess = page_session(req, self.deps)
         rows = tok.list_access_tokens(self.deps.ledger, user=user.name)
         self.page(resp, "tokens_user.html", user, sess,
                   active=[r for r in rows if r.status == "active"],
                   past=[r for r in rows if r.status != "active"][:50], notice=_notice(req))
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        user = page_user(req, self.deps)
-        sess = current_session(req, self.deps)
-        assert sess is not None
+        user, sess = page_session(req, self.deps)
         data = form(req)
         if _csrf_refused(req, resp, self.deps, user, sess, data):
             return
