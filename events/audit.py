@@ -323,10 +323,12 @@ def user_grants(store: EventStore, user: str) -> list[Grant]:
     for rec in store.read_all(0, batch_size=20000):
         if rec.type not in ("TokenApproved", "TokenDenied", "AccessTokenIssued"):
             continue
-        if needle not in rec.data or getattr(rec.event, "user", None) != user:
+        if needle not in rec.data:
+            continue
+        ev = rec.event  # decoded once: a property that parses the row on every access
+        if getattr(ev, "user", None) != user:
             continue
         if rec.type == "AccessTokenIssued":
-            ev = rec.event
             if ev.request_token is None and ev.renewed_from is None:
                 mine.append(rec.stream_id)  # issued without a request token (direct)
         else:
