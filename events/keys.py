@@ -124,12 +124,6 @@ class KeyLayout:
         """Sorted set of pending request tokens by expiry time."""
         return f"{ns}:rexpiry"
 
-    @staticmethod
-    def user_tokens(ns: str, user: str) -> str:
-        """Set of a user's active access tokens. No longer written (issue 4: the users'
-        token pages read the store); kept so tools can name leftovers."""
-        return f"{ns}:ut:{user}"
-
     def nonce(self, consumer_key: str, token: str, timestamp: str, nonce: str) -> str:
         """RFC 5849 §3.3: a nonce is unique per consumer, token and timestamp."""
         return f"{self.prefix}:n:{consumer_key}\x1f{token}\x1f{timestamp}\x1f{nonce}"
