@@ -373,6 +373,7 @@ end
 return out
 """
 
+
 @dataclass(frozen=True)
 class Lookup:
     """What the hot path learns in one round trip."""
@@ -493,7 +494,8 @@ class ReadModel:
 
     def apply_pipelined(self, pipe: Any, states: Sequence[Any], checkpoint: int | None,
                         namespace: str) -> None:
-        """Queue an :meth:`apply` on a pipeline (bulk writers: rebuilds)."""
+        """Queue an :meth:`apply` on a pipeline (bulk writers outside the rebuild, which
+        sends its own bulk scripts: bench/projection_bench.py's memory measurement)."""
         self._apply(keys=[self.keys.active, self.keys.building],
                     args=self.apply_args(states, checkpoint, namespace), client=pipe)
 
