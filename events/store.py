@@ -478,12 +478,9 @@ class EventStore:
             if not self.is_sqlite:
                 raw.rollback()  # end the read-only transaction psycopg opened
             return rows
-        except dbapi.OperationalError as exc:
-            raw.invalidate()
-            raise StoreUnavailable(self.url, _first_line(exc)) from None
-        except dbapi.ProgrammingError as exc:
-            # PostgreSQL reports a missing table (database not migrated) this way;
-            # SQLite reports it as an OperationalError, handled above.
+        except (dbapi.OperationalError, dbapi.ProgrammingError) as exc:
+            # Connection lost, or a missing table (database not migrated): SQLite reports
+            # the latter as an OperationalError, PostgreSQL as a ProgrammingError.
             raw.invalidate()
             raise StoreUnavailable(self.url, _first_line(exc)) from None
         finally:
