@@ -69,7 +69,7 @@ def consumer_input(data: dict[str, Any]) -> svc.ConsumerInput:
 
 
 class ApiBase:
-    """Shared: the deps and the admin check."""
+    """Shared by the API resources: the deps (each responder makes its own access check)."""
 
     def __init__(self, deps: Deps) -> None:
         self.deps = deps

@@ -16,7 +16,7 @@ from services.access import api_admin, api_user
 from services.deps import Deps
 from services.errors import ValidationError
 from services.openapi import openapi_document
-from services.resources_admin_api import API, json_body
+from services.resources_admin_api import API, ApiBase, json_body
 from services.web import meta
 
 
@@ -25,11 +25,8 @@ def _system_meta(req: falcon.Request) -> dict[str, Any]:
     return meta(req, "system")
 
 
-class ConsumerInfoXml:
+class ConsumerInfoXml(ApiBase):
     """GET this installation's consumer info as XML (REFERENCE.md "Endpoints")."""
-
-    def __init__(self, deps: Deps) -> None:
-        self.deps = deps
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         state = inst.ensure_installation(self.deps.ledger, self.deps.sealer, _system_meta(req))
@@ -37,11 +34,8 @@ class ConsumerInfoXml:
         resp.text = inst.consumer_info_xml(state)
 
 
-class ConsumerInfoResource:
+class ConsumerInfoResource(ApiBase):
     """GET the identity; PATCH its name and description."""
-
-    def __init__(self, deps: Deps) -> None:
-        self.deps = deps
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         admin = api_admin(req, self.deps)
@@ -65,11 +59,8 @@ class ConsumerInfoResource:
         resp.media = inst.installation_view(state)
 
 
-class RotateResource:
+class RotateResource(ApiBase):
     """POST: replace the RSA key pair."""
-
-    def __init__(self, deps: Deps) -> None:
-        self.deps = deps
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         admin = api_admin(req, self.deps)
@@ -77,11 +68,8 @@ class RotateResource:
         resp.media = inst.installation_view(state)
 
 
-class RemoteConsumerInfoResource:
+class RemoteConsumerInfoResource(ApiBase):
     """GET ?baseUrl=...: fetch another application's consumer info (nothing is stored)."""
-
-    def __init__(self, deps: Deps) -> None:
-        self.deps = deps
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         api_admin(req, self.deps)
@@ -116,11 +104,8 @@ def provider_input(data: dict[str, Any]) -> prov.ProviderInput:
     return prov.ProviderInput(**kwargs)
 
 
-class ProvidersResource:
+class ProvidersResource(ApiBase):
     """GET lists service providers; POST adds one."""
-
-    def __init__(self, deps: Deps) -> None:
-        self.deps = deps
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         api_admin(req, self.deps)
@@ -140,11 +125,8 @@ class ProvidersResource:
         resp.media = prov.provider_view(state)
 
 
-class ProviderResource:
+class ProviderResource(ApiBase):
     """GET one service provider; DELETE removes it."""
-
-    def __init__(self, deps: Deps) -> None:
-        self.deps = deps
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
         api_admin(req, self.deps)
@@ -163,11 +145,8 @@ def _status_param(req: falcon.Request) -> str | None:
     return status
 
 
-class TokensResource:
+class TokensResource(ApiBase):
     """GET every access token, filtered by ?user=, ?consumer= and ?status=."""
-
-    def __init__(self, deps: Deps) -> None:
-        self.deps = deps
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         api_admin(req, self.deps)
@@ -177,11 +156,8 @@ class TokensResource:
         resp.media = {"tokens": [r.view() for r in rows]}
 
 
-class TokenResource:
+class TokenResource(ApiBase):
     """GET one access token; DELETE revokes it (the next signed call gets token_revoked)."""
-
-    def __init__(self, deps: Deps) -> None:
-        self.deps = deps
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, token: str) -> None:
         api_admin(req, self.deps)
@@ -193,11 +169,8 @@ class TokenResource:
         resp.media = tok.token_row(self.deps.ledger, token).view()
 
 
-class MyTokensResource:
+class MyTokensResource(ApiBase):
     """GET the signed-in user's own access tokens (any user, not only admins)."""
-
-    def __init__(self, deps: Deps) -> None:
-        self.deps = deps
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         user = api_user(req, self.deps)
@@ -206,11 +179,8 @@ class MyTokensResource:
         resp.media = {"tokens": [r.view() for r in rows]}
 
 
-class MyTokenResource:
+class MyTokenResource(ApiBase):
     """DELETE revokes one of the signed-in user's own access tokens."""
-
-    def __init__(self, deps: Deps) -> None:
-        self.deps = deps
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, token: str) -> None:
         user = api_user(req, self.deps)
