@@ -48,6 +48,12 @@ NOTICES = {
 
 CONSUMER_FLAGS = ("three_legged", "allow_impersonation", "allow_oauth10")
 
+# What a 404 page names -> (its tab, the page it links back to).
+_NOT_FOUND_TABS = {
+    "consumer": ("consumers", ADMIN),
+    "service provider": ("service-providers", f"{ADMIN}/service-providers"),
+}
+
 
 def when(ts: float | None) -> str:
     """A timestamp for people: UTC, to the minute."""
@@ -119,6 +125,13 @@ class _Page:
         render(resp, self.deps, template, status=status, user=user, csrf=sess.csrf,
                **context)
 
+    def not_found(self, resp: falcon.Response, user: UserState, sess: Session,
+                  what: str) -> None:
+        """The 404 page for a consumer or a service provider, linking back to its tab."""
+        tab, back = _NOT_FOUND_TABS[what]
+        self.page(resp, "admin_not_found.html", user, sess, status=404, tab=tab, what=what,
+                  back=back)
+
 
 # -- consumers ---------------------------------------------------------------------------
 
@@ -168,6 +181,16 @@ def _consumer_input(data: dict[str, str], multi: dict[str, list[str]], *, adding
     )
 
 
+def _add_form(page: _Page, resp: falcon.Response, user: UserState, sess: Session,
+              values: dict[str, Any], errors: dict[str, str], status: int = 200,
+              fetched: Any = None) -> None:
+    """The add-consumer form (by hand, after a refused POST, or filled in by a fetch):
+    a new consumer has no history and no tokens yet."""
+    page.page(resp, "admin_consumer_form.html", user, sess, status=status, tab="consumers",
+              mode="add", values=values, errors=errors, methods=METHODS, fetched=fetched,
+              history=[], outstanding=0)
+
+
 class ConsumersPage(_Page):
     """GET the Consumers tab: every consumer with its flags and outstanding tokens."""
 
@@ -188,9 +211,7 @@ class ConsumerAddPage(_Page):
         who = _admin(req, resp, self.deps)
         if who is None:
             return
-        self.page(resp, "admin_consumer_form.html", *who, tab="consumers", mode="add",
-                  values=_empty_consumer(), errors={}, methods=METHODS, fetched=None,
-                  history=[], outstanding=0)
+        _add_form(self, resp, *who, _empty_consumer(), {})
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         posted = self.admin_post(req, resp)
@@ -205,11 +226,8 @@ class ConsumerAddPage(_Page):
                 _consumer_input(data, multi, adding=True), meta(req, user.name))
         except (ValidationError, Conflict) as exc:
             errors = exc.fields if isinstance(exc, ValidationError) else {"key": str(exc)}
-            self.page(resp, "admin_consumer_form.html", user, sess,
-                      status=422 if isinstance(exc, ValidationError) else 409,
-                      tab="consumers", mode="add", values=_consumer_form_values(data, multi),
-                      errors=errors, methods=METHODS, fetched=None, history=[],
-                      outstanding=0)
+            _add_form(self, resp, user, sess, _consumer_form_values(data, multi), errors,
+                      status=422 if isinstance(exc, ValidationError) else 409)
             return
         # The generated secret is shown on this page, once; it is never shown again.
         self.page(resp, "admin_consumer_created.html", user, sess, status=201,
@@ -242,9 +260,7 @@ class ConsumerFetchPage(_Page):
         values = {**_empty_consumer(), "key": info.key, "name": info.name,
                   "description": info.description, "public_key": info.public_key,
                   "callback_url": info.callback_url or ""}
-        self.page(resp, "admin_consumer_form.html", user, sess, tab="consumers", mode="add",
-                  values=values, errors={}, methods=METHODS, fetched=info, history=[],
-                  outstanding=0)
+        _add_form(self, resp, user, sess, values, {}, fetched=info)
 
 
 class ConsumerEditPage(_Page):
@@ -269,8 +285,7 @@ class ConsumerEditPage(_Page):
         try:
             state = svc.load_consumer(self.deps.ledger, key)
         except NotFound:
-            self.page(resp, "admin_not_found.html", *who, status=404, tab="consumers",
-                      what="consumer", back=ADMIN)
+            self.not_found(resp, *who, "consumer")
             return
         self._render(resp, *who, key, _consumer_values(state), {}, notice=_notice(req))
 
@@ -286,8 +301,7 @@ class ConsumerEditPage(_Page):
                                             _consumer_input(data, multi, adding=False),
                                             meta(req, user.name))
         except NotFound:
-            self.page(resp, "admin_not_found.html", user, sess, status=404, tab="consumers",
-                      what="consumer", back=ADMIN)
+            self.not_found(resp, user, sess, "consumer")
             return
         except ValidationError as exc:
             values = {**_consumer_form_values(data, multi), "key": key}
@@ -312,8 +326,7 @@ class ConsumerRemoveAction(_Page):
         try:
             svc.remove_consumer(self.deps.ledger, data.get("key", ""), meta(req, user.name))
         except NotFound:
-            self.page(resp, "admin_not_found.html", user, sess, status=404, tab="consumers",
-                      what="consumer", back=ADMIN)
+            self.not_found(resp, user, sess, "consumer")
             return
         raise _see_other(ADMIN, done="consumer-removed")
 
@@ -425,9 +438,7 @@ class ProviderViewPage(_Page):
         try:
             state = prov.load_provider(self.deps.ledger, req.get_param("name") or "")
         except NotFound:
-            self.page(resp, "admin_not_found.html", *who, status=404,
-                      tab="service-providers", what="service provider",
-                      back=f"{ADMIN}/service-providers")
+            self.not_found(resp, *who, "service provider")
             return
         info = inst.load_installation(self.deps.ledger)
         self.page(resp, "admin_provider_view.html", *who, tab="service-providers",
@@ -445,9 +456,7 @@ class ProviderRemoveAction(_Page):
         try:
             prov.remove_provider(self.deps.ledger, data.get("name", ""), meta(req, user.name))
         except NotFound:
-            self.page(resp, "admin_not_found.html", user, sess, status=404,
-                      tab="service-providers", what="service provider",
-                      back=f"{ADMIN}/service-providers")
+            self.not_found(resp, user, sess, "service provider")
             return
         raise _see_other(f"{ADMIN}/service-providers", done="provider-removed")
 
