@@ -63,7 +63,8 @@ def keys() -> None:
                    "`keys activate`, once the key file is on every host).")
 @pass_cli
 def rotate(cli_ctx: CliContext, stage: bool) -> None:
-    """Add a new sealing key and make it active; prints its id. Old keys stay to open."""
+    """Add a new sealing key and make it active (with --stage: only add it); prints its
+    id. Old keys stay to open older secrets."""
     path = Path(cli_ctx.settings.secret_key_file)
     with _locked(path):
         if path.exists():
