@@ -103,3 +103,12 @@ def key_layout(redis_client: redis.Redis) -> Iterator[KeyLayout]:
 def read_model(redis_client: redis.Redis, key_layout: KeyLayout) -> ReadModel:
     """A read model on the real Redis under a test-unique prefix."""
     return ReadModel(redis_client, key_layout)
+
+
+@pytest.fixture
+def reference(redis_client: redis.Redis) -> Iterator[ReadModel]:
+    """A second read model under its own prefix, for fresh rebuilds to compare with."""
+    layout = KeyLayout("oltest-ref-" + uuid.uuid4().hex[:8])
+    yield ReadModel(redis_client, layout)
+    for key in redis_client.scan_iter(layout.pattern(), count=1000):
+        redis_client.delete(key)

@@ -6,33 +6,16 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 
-import pytest
 import redis
 
 from events.keys import KeyLayout
-from events.projection import compare, project_pending, snapshot
+from events.projection import project_pending, snapshot
 from events.readmodel import ReadModel, redis_view
-from events.rebuild import rebuild
 from events.state import fold_stream, token_stream
 from events.store import EventStore
 from tests.e2e.conftest import wait_for
-from tests.integration.test_projection_support import make_history
-
-
-@pytest.fixture
-def reference(redis_client: redis.Redis):
-    layout = KeyLayout("oltest-ref-" + uuid.uuid4().hex[:8])
-    yield ReadModel(redis_client, layout)
-    for key in redis_client.scan_iter(layout.pattern(), count=1000):
-        redis_client.delete(key)
-
-
-def assert_equals_fresh_rebuild(store: EventStore, live: ReadModel, ref: ReadModel) -> None:
-    rebuild(store, ref)
-    assert compare(live, live.namespace(), ref.namespace()) == []
-    assert live.checkpoint() == ref.checkpoint() == store.head()
+from tests.integration.test_projection_support import assert_equals_fresh_rebuild, make_history
 
 
 def caught_up(store: EventStore, rm: ReadModel) -> bool:

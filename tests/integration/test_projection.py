@@ -9,41 +9,20 @@ import time
 import uuid
 
 import pytest
-import redis
 
 from events import catalog as ev
 from events.keys import KeyLayout
 from events.projection import (
     RebuildBusy,
-    compare,
     project_coalesced,
     project_pending,
     snapshot,
     status,
 )
-from events.readmodel import BUCKET_LOAD, ReadModel, bucket_layout, expiry_ms
+from events.readmodel import BUCKET_LOAD, bucket_layout, expiry_ms
 from events.rebuild import _BULK_INDEX, expiry_hours, index_calls, rebuild
 from events.state import TokenState, fold_stream, token_stream
-from events.store import EventStore
-from tests.integration.test_projection_support import make_history
-
-
-@pytest.fixture
-def reference(redis_client: redis.Redis):
-    """A second read model under its own prefix, for fresh rebuilds to compare with."""
-    layout = KeyLayout("oltest-ref-" + uuid.uuid4().hex[:8])
-    yield ReadModel(redis_client, layout)
-    for key in redis_client.scan_iter(layout.pattern(), count=1000):
-        redis_client.delete(key)
-
-
-def assert_equals_fresh_rebuild(store: EventStore, live: ReadModel, ref: ReadModel) -> None:
-    """The live read model equals a rebuild from scratch, key for key."""
-    result = rebuild(store, ref)
-    assert live.checkpoint() == result.checkpoint == store.head()
-    diffs = compare(live, live.namespace(), ref.namespace())
-    assert diffs == [], diffs[:5]
-    assert snapshot(live.redis, live.namespace())  # not vacuously equal
+from tests.integration.test_projection_support import assert_equals_fresh_rebuild, make_history
 
 
 def test_project_pending_then_equals_rebuild(store, read_model, reference) -> None:

@@ -1,5 +1,6 @@
 """Scripted event histories shared by the projection, expiry and audit tests and the
-projection benchmark (no test functions here)."""
+projection benchmark, and the check that a live read model equals a fresh rebuild (no
+test functions here)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ import secrets
 from dataclasses import dataclass, field
 
 from events import catalog as ev
+from events.projection import compare, snapshot
+from events.readmodel import ReadModel
+from events.rebuild import rebuild
 from events.sealing import KeyRing, Sealer
 from events.state import consumer_stream, token_stream, user_stream
 from events.store import EventStore, StreamWrite
@@ -109,3 +113,12 @@ def make_history(
             flush()
     flush()
     return h
+
+
+def assert_equals_fresh_rebuild(store: EventStore, live: ReadModel, ref: ReadModel) -> None:
+    """The live read model equals a rebuild from scratch (into ``ref``), key for key."""
+    result = rebuild(store, ref)
+    assert live.checkpoint() == result.checkpoint == ref.checkpoint() == store.head()
+    diffs = compare(live, live.namespace(), ref.namespace())
+    assert diffs == [], diffs[:5]
+    assert snapshot(live.redis, live.namespace())  # not vacuously equal
