@@ -7,6 +7,9 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -62,23 +65,29 @@ def store_url(backend: str, request) -> str:
     return request.getfixturevalue("sqlite_url" if backend == "sqlite" else "pg_url")
 
 
-def _migrated_store(url: str) -> Iterator[EventStore]:
+@contextmanager
+def migrated_store(url: str) -> Iterator[EventStore]:
+    """A store on ``url`` migrated to head; its engine is disposed afterwards."""
     s = EventStore.from_url(url)
     upgrade(s.engine)
-    yield s
-    s.engine.dispose()
+    try:
+        yield s
+    finally:
+        s.engine.dispose()
 
 
 @pytest.fixture
 def store(store_url: str) -> Iterator[EventStore]:
     """A migrated, empty store on the parametrized backend."""
-    yield from _migrated_store(store_url)
+    with migrated_store(store_url) as s:
+        yield s
 
 
 @pytest.fixture
 def pg_store(pg_url: str) -> Iterator[EventStore]:
     """A migrated, empty PostgreSQL store (fresh schema)."""
-    yield from _migrated_store(pg_url)
+    with migrated_store(pg_url) as s:
+        yield s
 
 
 @pytest.fixture
@@ -112,3 +121,21 @@ def reference(redis_client: redis.Redis) -> Iterator[ReadModel]:
     yield ReadModel(redis_client, layout)
     for key in redis_client.scan_iter(layout.pattern(), count=1000):
         redis_client.delete(key)
+
+
+@contextmanager
+def pg_deps(pg_url: str, redis_client: redis.Redis, key_layout: KeyLayout, tmp_path: Path,
+            **env: str) -> Iterator[Any]:
+    """Service Deps on a migrated PostgreSQL schema, the test's Redis prefix and a fresh
+    in-memory key ring; ``env`` adds OAUTHLEDGER_* settings (names without the prefix).
+    Wakes nothing. Closes the store afterwards."""
+    from events.sealing import KeyRing, Sealer
+    from events.settings import load_settings
+    from services.deps import Deps
+
+    settings = load_settings({"OAUTHLEDGER_DATA_DIR": str(tmp_path),
+                              "OAUTHLEDGER_DATABASE_URL": pg_url,
+                              **{f"OAUTHLEDGER_{k}": v for k, v in env.items()}})
+    with migrated_store(settings.database_url) as store:
+        yield Deps(settings=settings, store=store, redis=redis_client,
+                   sealer=Sealer(KeyRing.generate()), wake=lambda: None, layout=key_layout)

@@ -16,14 +16,13 @@ import falcon.testing
 import pytest
 
 from events import keys
-from events.sealing import KeyRing, Sealer
-from events.settings import load_settings
 from events.state import INSTALLATION_STREAM, consumer_stream, provider_stream, token_stream
 from services import dance
 from services.app import create_app
 from services.consumers import ConsumerInput, register_consumer
 from services.deps import Deps
 from services.users import register_user
+from tests.conftest import pg_deps
 
 API = "/rest/oauthledger/1"
 ADMIN_PW = "admin-password"
@@ -43,20 +42,11 @@ KQIDAQAB
 def deps(pg_url, redis_client, key_layout, tmp_path) -> Iterator[Deps]:
     """Deps on a fresh PostgreSQL schema and a test-unique Redis prefix, with an admin
     (``root``) and two plain users (``alice``, ``bob``)."""
-    from events.connections import open_store
-    from events.migrate import upgrade
-
-    settings = load_settings({"OAUTHLEDGER_DATA_DIR": str(tmp_path),
-                              "OAUTHLEDGER_DATABASE_URL": pg_url})
-    store = open_store(settings)
-    upgrade(store.engine)
-    d = Deps(settings=settings, store=store, redis=redis_client,
-             sealer=Sealer(KeyRing.generate()), wake=lambda: None, layout=key_layout)
-    register_user(d.ledger, "root", ADMIN_PW, admin=True, meta={"actor": "test"})
-    register_user(d.ledger, "alice", USER_PW, meta={"actor": "test"})
-    register_user(d.ledger, "bob", USER_PW, meta={"actor": "test"})
-    yield d
-    store.engine.dispose()
+    with pg_deps(pg_url, redis_client, key_layout, tmp_path) as d:
+        register_user(d.ledger, "root", ADMIN_PW, admin=True, meta={"actor": "test"})
+        register_user(d.ledger, "alice", USER_PW, meta={"actor": "test"})
+        register_user(d.ledger, "bob", USER_PW, meta={"actor": "test"})
+        yield d
 
 
 @pytest.fixture

@@ -8,14 +8,13 @@ import falcon.testing
 import pytest
 from oauthlib.oauth1 import Client
 
-from events.sealing import KeyRing, Sealer
-from events.settings import load_settings
 from services import dance
 from services.app import create_app
 from services.consumers import ConsumerInput, register_consumer
 from services.deps import Deps
 from services.protect import require_oauth
 from services.users import register_user
+from tests.conftest import pg_deps
 
 META = {"actor": "test"}
 
@@ -29,15 +28,14 @@ class Marked:
 
 @pytest.fixture
 def setup(pg_url, redis_client, key_layout, tmp_path):
-    from events.connections import open_store
-    from events.migrate import upgrade
+    with pg_deps(pg_url, redis_client, key_layout, tmp_path) as deps:
+        yield _protected_app(deps)
 
-    settings = load_settings({"OAUTHLEDGER_DATA_DIR": str(tmp_path),
-                              "OAUTHLEDGER_DATABASE_URL": pg_url})
-    store = open_store(settings)
-    upgrade(store.engine)
-    deps = Deps(settings=settings, store=store, redis=redis_client,
-                sealer=Sealer(KeyRing.generate()), wake=lambda: None, layout=key_layout)
+
+def _protected_app(deps: Deps) -> tuple[falcon.testing.TestClient, Client]:
+    """The app with a marked and a hooked custom route, and an oauthlib client holding
+    ``bob``'s access token for consumer ``c1``."""
+    settings = deps.settings
     register_user(deps.ledger, "bob", "bob-password", meta=META)
     consumer, secret = register_consumer(
         deps.ledger, deps.sealer, "c1", ConsumerInput(name="C1", generate_secret=True), META)
@@ -57,8 +55,7 @@ def setup(pg_url, redis_client, key_layout, tmp_path):
     app.add_route("/custom/hooked", Hooked())
     client = Client("c1", client_secret=secret, resource_owner_key=access.token,
                     resource_owner_secret=access.secret)
-    yield falcon.testing.TestClient(app), client
-    store.engine.dispose()
+    return falcon.testing.TestClient(app), client
 
 
 @pytest.mark.parametrize("path", ["/custom/marked", "/custom/hooked"])

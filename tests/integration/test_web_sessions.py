@@ -3,34 +3,25 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
 import falcon.testing
 import pytest
 
-from events.sealing import KeyRing, Sealer
 from events.settings import load_settings
 from services.app import create_app
 from services.deps import Deps
 from services.sessions import COOKIE, throttle_delay
 from services.users import register_user
+from tests.conftest import pg_deps
 
 
 @pytest.fixture
-def deps(pg_url, redis_client, key_layout, tmp_path) -> Deps:
-    from events.connections import open_store
-    from events.migrate import upgrade
-
-    settings = load_settings({"OAUTHLEDGER_DATA_DIR": str(tmp_path),
-                              "OAUTHLEDGER_DATABASE_URL": pg_url,
-                              "OAUTHLEDGER_LOGIN_MAX_FAILURES": "3"})
-    store = open_store(settings)
-    upgrade(store.engine)
-    d = Deps(settings=settings, store=store, redis=redis_client,
-             sealer=Sealer(KeyRing.generate()), wake=lambda: None, layout=key_layout)
-    register_user(d.ledger, "alice", "alice-password", admin=True,
-                  meta={"actor": "test"})
-    yield d
-    store.engine.dispose()
+def deps(pg_url, redis_client, key_layout, tmp_path) -> Iterator[Deps]:
+    with pg_deps(pg_url, redis_client, key_layout, tmp_path, LOGIN_MAX_FAILURES="3") as d:
+        register_user(d.ledger, "alice", "alice-password", admin=True,
+                      meta={"actor": "test"})
+        yield d
 
 
 @pytest.fixture
