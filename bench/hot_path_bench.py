@@ -27,17 +27,17 @@ import redis
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from events import catalog as ev
-from events.keys import KeyLayout
-from events.migrate import upgrade
-from events.readmodel import ReadModel
-from events.sealing import KeyRing, Sealer
-from events.settings import Settings
-from events.state import consumer_stream, fold_stream, token_stream
-from events.store import EventStore
-from services.oauth.authenticator import Authenticator
-from services.oauth.request import SignedRequest, parse_request
-from services.oauth.signatures import base_string, load_public_key, sign, verify
+from oauthledger.events import catalog as ev
+from oauthledger.events.keys import KeyLayout
+from oauthledger.events.migrate import upgrade
+from oauthledger.events.readmodel import ReadModel
+from oauthledger.events.sealing import KeyRing, Sealer
+from oauthledger.events.settings import Settings
+from oauthledger.events.state import consumer_stream, fold_stream, token_stream
+from oauthledger.events.store import EventStore
+from oauthledger.services.oauth.authenticator import Authenticator
+from oauthledger.services.oauth.request import SignedRequest, parse_request
+from oauthledger.services.oauth.signatures import base_string, load_public_key, sign, verify
 
 URL = "https://jira.example.com/rest/api/2/issue/ABC-1?expand=names"
 

@@ -34,18 +34,18 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from events import catalog as ev  # noqa: E402
-from events.keys import KeyLayout  # noqa: E402
-from events.migrate import upgrade  # noqa: E402
-from events.projection import (  # noqa: E402
+from oauthledger.events import catalog as ev  # noqa: E402
+from oauthledger.events.keys import KeyLayout  # noqa: E402
+from oauthledger.events.migrate import upgrade  # noqa: E402
+from oauthledger.events.projection import (  # noqa: E402
     RebuildResult,  # noqa: E402
     delete_namespace,
     project_pending,
 )
-from events.readmodel import ReadModel  # noqa: E402
-from events.rebuild import rebuild  # noqa: E402
-from events.state import token_stream  # noqa: E402
-from events.store import EventStore  # noqa: E402
+from oauthledger.events.readmodel import ReadModel  # noqa: E402
+from oauthledger.events.rebuild import rebuild  # noqa: E402
+from oauthledger.events.state import token_stream  # noqa: E402
+from oauthledger.events.store import EventStore  # noqa: E402
 from tests.integration.test_projection_support import make_history  # noqa: E402
 
 PG = os.environ.get("OAUTHLEDGER_TEST_POSTGRES_URL",
@@ -143,8 +143,8 @@ def used_memory_per_token(client: redis.Redis, n: int, spread: float) -> None:
     many keys the database held before), expiry buckets and index."""
     import secrets
 
-    from events.sealing import KeyRing, Sealer
-    from events.state import TokenState
+    from oauthledger.events.sealing import KeyRing, Sealer
+    from oauthledger.events.state import TokenState
 
     sealer = Sealer(KeyRing.generate())
     prefix = "q" + secrets.choice("0123456789abcdefghijklmnopqrstuvwxyz")

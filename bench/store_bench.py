@@ -34,9 +34,9 @@ from contextlib import contextmanager
 
 import sqlalchemy as sa
 
-from events.catalog import AccessTokenIssued, AccessTokenRevoked, Event
-from events.migrate import upgrade
-from events.store import EventStore, StreamWrite
+from oauthledger.events.catalog import AccessTokenIssued, AccessTokenRevoked, Event
+from oauthledger.events.migrate import upgrade
+from oauthledger.events.store import EventStore, StreamWrite
 
 DEFAULT_PG = os.environ.get(
     "OAUTHLEDGER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"

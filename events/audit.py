@@ -19,9 +19,9 @@ from typing import Any
 
 import orjson
 
-from events.catalog import EVENT_TYPES
-from events.state import ConsumerState, TokenState, fold, fold_stream, token_stream
-from events.store import EventStore, RecordedEvent
+from oauthledger.events.catalog import EVENT_TYPES
+from oauthledger.events.state import ConsumerState, TokenState, fold, fold_stream, token_stream
+from oauthledger.events.store import EventStore, RecordedEvent
 
 TOKEN_PREFIX = "token-"
 
@@ -61,12 +61,13 @@ def iso(ts: float | None) -> str | None:
 
 class FastReplay:
     """Folds the log in position order into the full state of every stream (all fields,
-    for :func:`state_at`), like :class:`events.state.Replay`, but several times faster:
+    for :func:`state_at`), like :class:`oauthledger.events.state.Replay`, but several times faster:
     the token events (nearly all of a large log) update a plain dict per stream instead
     of building an event object and a new frozen state per event, and the frozen states
     are built once at the end.
     Every other event, and any row that needs upcasting, goes through
-    :func:`events.state.fold` itself. ``tests/unit/test_projection_replay.py`` checks the
+    :func:`oauthledger.events.state.fold` itself.
+    ``tests/unit/test_projection_replay.py`` checks the
     result equals ``Replay``'s for every event type."""
 
     def __init__(self) -> None:

@@ -1,5 +1,5 @@
 """Factories that open the real connections. Only composition roots call these
-(services.app.get_app, workers.celery_app, the CLI); nothing connects at import time."""
+(services.http.app.get_app, workers.celery_app, the CLI); nothing connects at import time."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from pathlib import Path
 
 import redis
 
-from events.migrate import ensure_schema
-from events.sealing import Sealer
-from events.settings import Settings
-from events.store import EventStore
+from oauthledger.events.migrate import ensure_schema
+from oauthledger.events.sealing import Sealer
+from oauthledger.events.settings import Settings
+from oauthledger.events.store import EventStore
 
 _embedded_lock = threading.Lock()
 _embedded_servers: dict[str, object] = {}

@@ -17,11 +17,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from events import catalog as ev
-from events.errors import ConcurrencyConflict
-from events.readmodel import ReadModel
-from events.state import TokenState, fold, fold_stream, token_stream
-from events.store import EventStore
+from oauthledger.events import catalog as ev
+from oauthledger.events.errors import ConcurrencyConflict
+from oauthledger.events.readmodel import ReadModel
+from oauthledger.events.state import TokenState, fold, fold_stream, token_stream
+from oauthledger.events.store import EventStore
 
 SWEEP_ACTOR = "system:expiry-sweep"
 

@@ -11,8 +11,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
-from events.errors import StoreUnavailable
-from events.store import safe_url
+from oauthledger.events.errors import StoreUnavailable
+from oauthledger.events.store import safe_url
 
 _SCRIPTS = str(Path(__file__).with_name("migrations"))
 

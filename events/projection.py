@@ -1,5 +1,5 @@
 """The projector: follows the log from a checkpoint into the Redis read model; compares
-two namespaces. Rebuilding from scratch into a fresh namespace is :mod:`events.rebuild`.
+two namespaces. Rebuilding from scratch into a fresh namespace is :mod:`oauthledger.events.rebuild`.
 
 Rules implemented here (DESIGN.md, "Consistency rules"):
 
@@ -24,14 +24,14 @@ from typing import Any
 
 import redis
 
-from events.keys import KeyLayout
-from events.readmodel import (
+from oauthledger.events.keys import KeyLayout
+from oauthledger.events.readmodel import (
     ReadModel,
     expiry_entries,
     iter_states,
 )
-from events.state import fold_stream
-from events.store import EventStore, RecordedEvent
+from oauthledger.events.state import fold_stream
+from oauthledger.events.store import EventStore, RecordedEvent
 
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -173,7 +173,7 @@ def project_pending(
             if not rebuild_if_missing:
                 return ProjectResult(ns, None, None, 0, 0)
             # Imported here: events.rebuild builds on this module (project_into, _Lock).
-            from events.rebuild import rebuild
+            from oauthledger.events.rebuild import rebuild
 
             try:
                 result = rebuild(store, read_model)

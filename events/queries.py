@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 
-from events.store import EventStore
+from oauthledger.events.store import EventStore
 
 
 def _like_escape(text: str) -> str:

@@ -24,9 +24,9 @@ from typing import Any
 
 import redis
 
-from events import keys as k
-from events.keys import KeyLayout
-from events.state import (
+from oauthledger.events import keys as k
+from oauthledger.events.keys import KeyLayout
+from oauthledger.events.state import (
     INSTALLATION_STREAM,
     ConsumerState,
     InstallationState,

@@ -1,6 +1,6 @@
 """The rebuild: replays the whole log into a fresh Redis namespace and switches
 ``<prefix>:active`` to it atomically (DESIGN.md rule 1: a namespace without a checkpoint
-is never projected "from 0"; :func:`events.projection.project_pending` calls this).
+is never projected "from 0"; :func:`oauthledger.events.projection.project_pending` calls this).
 
 Nearly all of the work (reading rows, folding, encoding one value per stream) is Python
 CPU, so it is split over processes. The log up to ``H`` (the head when the rebuild
@@ -15,7 +15,7 @@ entities it owns. The parent process handles range 0; ranges 1.. run in forked w
 Redis, an in-memory SQLite database — or the log is small, everything runs here.
 
 The expiry buckets of an hour are laid out from the hour's total count
-(:func:`events.readmodel.bucket_layout`), so the workers send their (token, expiry)
+(:func:`oauthledger.events.readmodel.bucket_layout`), so the workers send their (token, expiry)
 pairs to the parent as soon as they have folded, and the parent writes the whole index
 while the workers write their keys.
 """
@@ -36,9 +36,9 @@ from typing import Any
 import orjson
 import redis
 
-from events.catalog import EVENT_TYPES
-from events.keys import KeyLayout
-from events.projection import (
+from oauthledger.events.catalog import EVENT_TYPES
+from oauthledger.events.keys import KeyLayout
+from oauthledger.events.projection import (
     RebuildBusy,
     RebuildInterrupted,
     RebuildResult,
@@ -46,7 +46,7 @@ from events.projection import (
     delete_namespace,
     project_into,
 )
-from events.readmodel import (
+from oauthledger.events.readmodel import (
     EXPIRED_TOKEN_GRACE,
     EXPIRY_WINDOW_MS,
     INDEX_LUA,
@@ -59,7 +59,7 @@ from events.readmodel import (
     token_hash,
     token_index_args,
 )
-from events.rebuild_workers import (
+from oauthledger.events.rebuild_workers import (
     ChainBroken,
     Context,
     Inbox,
@@ -69,8 +69,8 @@ from events.rebuild_workers import (
     client_factory,
     reconnect_store,
 )
-from events.state import TokenState, fold, fold_stream
-from events.store import EventStore, RecordedEvent
+from oauthledger.events.state import TokenState, fold, fold_stream
+from oauthledger.events.store import EventStore, RecordedEvent
 
 # How long the rebuild lock lives without being extended. A rebuild extends it after
 # every chunk, so only a rebuild that died (kill -9) lets it lapse.
@@ -183,7 +183,7 @@ class RowReplay:
     rebuild's fold. Token events (nearly all of a large log) update a plain list per
     stream holding only the fields Redis stores; every other event, and any token stream
     the fast path cannot fold (an older schema, a malformed row, an event before the
-    stream's first), goes through :func:`events.state.fold` itself (the latter by
+    stream's first), goes through :func:`oauthledger.events.state.fold` itself (the latter by
     re-reading the stream from the store, so errors are the reference fold's).
     ``tests/unit/test_projection_replay.py`` checks the written values equal those of
     the reference fold for every event type."""
@@ -369,7 +369,7 @@ def _token_hash(token: str) -> int:
 def expiry_hours(tokens: Iterable[tuple[str, float]]) -> dict[int, list[Any]]:
     """Active access tokens ``(token, expires_at)`` by expiry hour:
     {hour: [token, ms, hash, token, ms, hash, ...]}, ms rounded up as the index holds
-    them (:func:`events.readmodel.expiry_ms`)."""
+    them (:func:`oauthledger.events.readmodel.expiry_ms`)."""
     hours: dict[int, list[Any]] = {}
     ceil = math.ceil
     for token, expires in tokens:
@@ -559,7 +559,7 @@ def worker_count(requested: int | None, head: int, store: EventStore,
                  client: redis.Redis) -> int:
     """How many processes to rebuild with: ``requested``, or by default one per CPU (at
     most :data:`MAX_WORKERS`) once the log holds :data:`PARALLEL_MIN_EVENTS`; 1 when
-    workers cannot be forked (:func:`events.rebuild_workers.can_fork`)."""
+    workers cannot be forked (:func:`oauthledger.events.rebuild_workers.can_fork`)."""
     if requested is None:
         if head < PARALLEL_MIN_EVENTS:
             return 1

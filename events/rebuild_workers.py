@@ -38,8 +38,8 @@ from typing import Any, BinaryIO, NoReturn
 
 import redis
 
-from events.projection import RebuildInterrupted
-from events.store import EventStore
+from oauthledger.events.projection import RebuildInterrupted
+from oauthledger.events.store import EventStore
 
 
 class RebuildWorkerDied(RebuildInterrupted):

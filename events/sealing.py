@@ -18,7 +18,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from events.errors import SealingError
+from oauthledger.events.errors import SealingError
 
 _PREFIX = "s1"
 # Associated data binds a ciphertext to this purpose: a sealed blob from another system

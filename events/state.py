@@ -16,8 +16,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from events import catalog as ev
-from events.store import RecordedEvent
+from oauthledger.events import catalog as ev
+from oauthledger.events.store import RecordedEvent
 
 
 def consumer_stream(key: str) -> str:

@@ -8,7 +8,7 @@ Rules it enforces (DESIGN.md, "Events and the store"):
 - Appends are serialized (PostgreSQL: a transaction-scoped advisory lock; SQLite:
   ``BEGIN IMMEDIATE``), positions are assigned under that lock, so commit order equals
   position order and a follower of ``read_all`` can never skip a late commit.
-- Each row is hash-chained to the previous one (:mod:`events.chain`).
+- Each row is hash-chained to the previous one (:mod:`oauthledger.events.chain`).
 """
 
 from __future__ import annotations
@@ -28,11 +28,16 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.engine.url import make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError, OperationalError
 
-from events.catalog import Event
-from events.chain import canonical_json, row_hash
-from events.errors import ConcurrencyConflict, CorruptEvent, EventStoreError, StoreUnavailable
-from events.schema import GENESIS_HASH
-from events.upcasting import decode
+from oauthledger.events.catalog import Event
+from oauthledger.events.chain import canonical_json, row_hash
+from oauthledger.events.errors import (
+    ConcurrencyConflict,
+    CorruptEvent,
+    EventStoreError,
+    StoreUnavailable,
+)
+from oauthledger.events.schema import GENESIS_HASH
+from oauthledger.events.upcasting import decode
 
 # The advisory lock that serializes appends on PostgreSQL: two 32-bit keys, a constant for
 # this application and the OID of the events table, so stores in different schemas (or

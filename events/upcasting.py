@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from events.catalog import EVENT_TYPES, Event
+from oauthledger.events.catalog import EVENT_TYPES, Event
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 

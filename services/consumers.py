@@ -12,13 +12,19 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from events import catalog as ev
-from events.queries import streams_of_type, streams_with
-from events.sealing import Sealer
-from events.state import ConsumerState, TokenState, consumer_stream, token_stream, user_stream
-from services.errors import Conflict, NotFound, ValidationError
-from services.ledger import Change, Ledger
-from services.oauth.signatures import METHODS, load_public_key
+from oauthledger.events import catalog as ev
+from oauthledger.events.queries import streams_of_type, streams_with
+from oauthledger.events.sealing import Sealer
+from oauthledger.events.state import (
+    ConsumerState,
+    TokenState,
+    consumer_stream,
+    token_stream,
+    user_stream,
+)
+from oauthledger.services.errors import Conflict, NotFound, ValidationError
+from oauthledger.services.ledger import Change, Ledger
+from oauthledger.services.oauth.signatures import METHODS, load_public_key
 
 HMAC_METHODS = ("HMAC-SHA1", "HMAC-SHA256", "HMAC-SHA512")
 RSA_METHODS = ("RSA-SHA1", "RSA-SHA256", "RSA-SHA512")

@@ -16,14 +16,14 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from events import catalog as ev
-from events.sealing import Sealer
-from events.settings import Settings
-from events.state import ConsumerState, TokenState, token_stream
-from services.errors import NotFound
-from services.ledger import Change, Ledger
-from services.oauth.authenticator import require_exchangeable, require_verifier
-from services.oauth.problems import OAuthProblem
+from oauthledger.events import catalog as ev
+from oauthledger.events.sealing import Sealer
+from oauthledger.events.settings import Settings
+from oauthledger.events.state import ConsumerState, TokenState, token_stream
+from oauthledger.services.errors import NotFound
+from oauthledger.services.ledger import Change, Ledger
+from oauthledger.services.oauth.authenticator import require_exchangeable, require_verifier
+from oauthledger.services.oauth.problems import OAuthProblem
 
 
 def new_token() -> str:

@@ -10,14 +10,14 @@ from typing import Any
 
 import redis
 
-from events.keys import KeyLayout
-from events.readmodel import ReadModel
-from events.sealing import Sealer
-from events.settings import Settings
-from events.store import EventStore
-from services.ledger import Ledger
-from services.oauth.authenticator import Authenticator
-from services.sessions import SessionStore
+from oauthledger.events.keys import KeyLayout
+from oauthledger.events.readmodel import ReadModel
+from oauthledger.events.sealing import Sealer
+from oauthledger.events.settings import Settings
+from oauthledger.events.store import EventStore
+from oauthledger.services.ledger import Ledger
+from oauthledger.services.oauth.authenticator import Authenticator
+from oauthledger.services.sessions import SessionStore
 
 
 @dataclass
@@ -47,7 +47,7 @@ def build_deps(settings: Settings, wake: Callable[[], None] | None = None) -> De
     """Open the configured store, Redis and key ring. ``wake`` defaults to sending the
     projection task by name to the broker (production) — the embedded default passes
     its in-process runner instead."""
-    from events.connections import open_redis, open_sealer, open_store
+    from oauthledger.events.connections import open_redis, open_sealer, open_store
 
     store = open_store(settings)
     client = open_redis(settings)

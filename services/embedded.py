@@ -15,12 +15,12 @@ import threading
 import time
 from collections.abc import Callable
 
-from events.expiry import sweep_expired
-from events.projection import RebuildBusy, project_pending
-from events.readmodel import ReadModel
-from events.rebuild import rebuild
-from events.settings import Settings
-from events.store import EventStore
+from oauthledger.events.expiry import sweep_expired
+from oauthledger.events.projection import RebuildBusy, project_pending
+from oauthledger.events.readmodel import ReadModel
+from oauthledger.events.rebuild import rebuild
+from oauthledger.events.settings import Settings
+from oauthledger.events.store import EventStore
 
 log = logging.getLogger(__name__)
 

@@ -20,13 +20,13 @@ from urllib.parse import urlsplit
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from events import catalog as ev
-from events.errors import ConcurrencyConflict
-from events.sealing import Sealer
-from events.state import INSTALLATION_STREAM, InstallationState
-from services.errors import ValidationError
-from services.ledger import Change, Ledger
-from services.oauth.signatures import load_public_key
+from oauthledger.events import catalog as ev
+from oauthledger.events.errors import ConcurrencyConflict
+from oauthledger.events.sealing import Sealer
+from oauthledger.events.state import INSTALLATION_STREAM, InstallationState
+from oauthledger.services.errors import ValidationError
+from oauthledger.services.ledger import Change, Ledger
+from oauthledger.services.oauth.signatures import load_public_key
 
 CONSUMER_INFO_PATH = "/plugins/servlet/oauth/consumer-info"
 DEFAULT_NAME = "oauthledger"

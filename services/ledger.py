@@ -17,10 +17,10 @@ from typing import Any
 
 import redis
 
-from events.catalog import Event
-from events.readmodel import ReadModel, iter_states
-from events.state import fold, fold_stream
-from events.store import EventStore, StreamWrite
+from oauthledger.events.catalog import Event
+from oauthledger.events.readmodel import ReadModel, iter_states
+from oauthledger.events.state import fold, fold_stream
+from oauthledger.events.store import EventStore, StreamWrite
 
 log = logging.getLogger(__name__)
 

@@ -12,13 +12,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from events import catalog as ev
-from events.queries import streams_of_type
-from events.sealing import Sealer
-from events.state import ProviderState, provider_stream
-from services.consumers import validate_url
-from services.errors import Conflict, NotFound, ValidationError
-from services.ledger import Change, Ledger
+from oauthledger.events import catalog as ev
+from oauthledger.events.queries import streams_of_type
+from oauthledger.events.sealing import Sealer
+from oauthledger.events.state import ProviderState, provider_stream
+from oauthledger.services.consumers import validate_url
+from oauthledger.services.errors import Conflict, NotFound, ValidationError
+from oauthledger.services.ledger import Change, Ledger
 
 MAX_NAME = 100
 MAX_DESCRIPTION = 2000

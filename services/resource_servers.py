@@ -7,11 +7,11 @@ import secrets
 from collections.abc import Mapping
 from typing import Any
 
-from events import catalog as ev
-from events.sealing import Sealer
-from events.state import resource_server_stream
-from services.errors import Conflict, NotFound, ValidationError
-from services.ledger import Change, Ledger
+from oauthledger.events import catalog as ev
+from oauthledger.events.sealing import Sealer
+from oauthledger.events.state import resource_server_stream
+from oauthledger.services.errors import Conflict, NotFound, ValidationError
+from oauthledger.services.ledger import Change, Ledger
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 

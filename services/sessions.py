@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import redis
 
-from events.keys import KeyLayout
+from oauthledger.events.keys import KeyLayout
 
 COOKIE = "oauthledger_session"
 SESSION_IDLE = 8 * 3600

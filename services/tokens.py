@@ -1,7 +1,7 @@
 """Access tokens as users and admins see them: listing with filters, and revoking.
 
 Loaded from the store (DESIGN.md rule 3: admin pages read the log, strongly consistent).
-Revoking goes through :func:`services.dance.revoke`, which publishes the new state to
+Revoking goes through :func:`oauthledger.services.dance.revoke`, which publishes the new state to
 Redis before returning, so the very next signed request with the token fails with
 ``token_revoked`` (rule 2).
 """
@@ -12,11 +12,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from events.queries import streams_of_type, streams_with
-from events.state import ConsumerState, TokenState, consumer_stream, token_stream
-from services import dance
-from services.errors import NotFound
-from services.ledger import Ledger
+from oauthledger.events.queries import streams_of_type, streams_with
+from oauthledger.events.state import ConsumerState, TokenState, consumer_stream, token_stream
+from oauthledger.services import dance
+from oauthledger.services.errors import NotFound
+from oauthledger.services.ledger import Ledger
 
 STATUSES = ("active", "expired", "revoked", "renewed")
 MAX_LIST = 1000

@@ -13,11 +13,11 @@ from typing import Any
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from events import catalog as ev
-from events.queries import streams_with
-from events.state import TokenState, UserState, token_stream, user_stream
-from services.errors import Conflict, NotFound, ValidationError
-from services.ledger import Change, Ledger
+from oauthledger.events import catalog as ev
+from oauthledger.events.queries import streams_with
+from oauthledger.events.state import TokenState, UserState, token_stream, user_stream
+from oauthledger.services.errors import Conflict, NotFound, ValidationError
+from oauthledger.services.ledger import Change, Ledger
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,99}$")
 _hasher = PasswordHasher()

@@ -15,10 +15,10 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from events.keys import KeyLayout
-from events.migrate import upgrade
-from events.readmodel import ReadModel
-from events.store import EventStore
+from oauthledger.events.keys import KeyLayout
+from oauthledger.events.migrate import upgrade
+from oauthledger.events.readmodel import ReadModel
+from oauthledger.events.store import EventStore
 
 PG_URL = os.environ.get(
     "OAUTHLEDGER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -129,9 +129,9 @@ def pg_deps(pg_url: str, redis_client: redis.Redis, key_layout: KeyLayout, tmp_p
     """Service Deps on a migrated PostgreSQL schema, the test's Redis prefix and a fresh
     in-memory key ring; ``env`` adds OAUTHLEDGER_* settings (names without the prefix).
     Wakes nothing. Closes the store afterwards."""
-    from events.sealing import KeyRing, Sealer
-    from events.settings import load_settings
-    from services.deps import Deps
+    from oauthledger.events.sealing import KeyRing, Sealer
+    from oauthledger.events.settings import load_settings
+    from oauthledger.services.deps import Deps
 
     settings = load_settings({"OAUTHLEDGER_DATA_DIR": str(tmp_path),
                               "OAUTHLEDGER_DATABASE_URL": pg_url,

@@ -1,8 +1,8 @@
 """The Celery app of the workers and of beat (``celery -A workers.celery_app ...``, or
 ``oauthledger worker`` / ``oauthledger beat`` which exec that).
 
-Built from :func:`events.settings.load_settings` when this module is imported, which only
-the worker and beat processes do (services never import workers/). No connection is
+Built from :func:`oauthledger.events.settings.load_settings` when this module is imported,
+which only the worker and beat processes do (services never import workers/). No connection is
 opened here: Celery connects when the worker starts, the tasks open the store and Redis
 lazily in each worker process (after the prefork).
 
@@ -12,7 +12,7 @@ one so a dying worker holds back at most one message per process; and every task
 idempotent, so redelivery and duplicates are harmless. Beat sends the catch-up (closes
 any gap left by lost messages) and the expiry sweep on short fixed intervals; nothing is
 ever scheduled days ahead (rule 5). Projection wake-ups are coalesced in the task
-(``events.projection.project_coalesced``): one worker process loops while commits keep
+(``oauthledger.events.projection.project_coalesced``): one worker process loops while commits keep
 arriving, the others only flag more work, so a burst of per-commit messages does not turn
 into a queue of redundant projections (docs/workers.md).
 """
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from celery import Celery
 
-from events.settings import Settings, SettingsError, load_settings
+from oauthledger.events.settings import Settings, SettingsError, load_settings
 
 TASK_PROJECT = "oauthledger.project"
 TASK_CATCH_UP = "oauthledger.catch_up"
@@ -37,7 +37,7 @@ def create_app(settings: Settings | None = None) -> Celery:
             "OAUTHLEDGER_BROKER_URL",
             "not set: workers need a broker (the embedded default runs them in-process)",
         )
-    app = Celery("oauthledger", broker=settings.broker_url, include=["workers.tasks"])
+    app = Celery("oauthledger", broker=settings.broker_url, include=["oauthledger.workers.tasks"])
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],

@@ -1,5 +1,5 @@
-"""Thin task wrappers around :mod:`events.projection`, :mod:`events.rebuild` and
-:mod:`events.expiry`.
+"""Thin task wrappers around :mod:`oauthledger.events.projection`,
+:mod:`oauthledger.events.rebuild` and :mod:`oauthledger.events.expiry`.
 
 Front ends send these by name (``send_task("oauthledger.project")``). Each task is
 idempotent: projection is checkpointed and version-guarded, the sweep appends with an
@@ -12,15 +12,15 @@ import os
 import threading
 from typing import Any
 
-from events.connections import open_redis, open_store
-from events.expiry import sweep_expired
-from events.keys import KeyLayout
-from events.projection import RebuildBusy, project_coalesced
-from events.readmodel import ReadModel
-from events.rebuild import rebuild
-from events.settings import Settings
-from events.store import EventStore
-from workers.celery_app import (
+from oauthledger.events.connections import open_redis, open_store
+from oauthledger.events.expiry import sweep_expired
+from oauthledger.events.keys import KeyLayout
+from oauthledger.events.projection import RebuildBusy, project_coalesced
+from oauthledger.events.readmodel import ReadModel
+from oauthledger.events.rebuild import rebuild
+from oauthledger.events.settings import Settings
+from oauthledger.events.store import EventStore
+from oauthledger.workers.celery_app import (
     TASK_CATCH_UP,
     TASK_PROJECT,
     TASK_REBUILD,

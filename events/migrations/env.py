@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from events.schema import metadata
+from oauthledger.events.schema import metadata
 
 connection = context.config.attributes.get("connection")
 if connection is None:  # pragma: no cover - only the programmatic path is supported

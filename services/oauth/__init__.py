@@ -7,8 +7,8 @@
 - :mod:`.authenticator`: the checks in order, and the protected-resource hot path.
 """
 
-from services.oauth.problems import STATUS, OAuthProblem
-from services.oauth.request import SignedRequest, parse_request
-from services.oauth.urls import signed_url
+from oauthledger.services.oauth.problems import STATUS, OAuthProblem
+from oauthledger.services.oauth.request import SignedRequest, parse_request
+from oauthledger.services.oauth.urls import signed_url
 
 __all__ = ["STATUS", "OAuthProblem", "SignedRequest", "parse_request", "signed_url"]

@@ -21,14 +21,20 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
-from events.readmodel import Lookup, ReadModel
-from events.sealing import Sealer
-from events.settings import Settings
-from events.state import ConsumerState, TokenState, consumer_stream, fold_stream, token_stream
-from events.store import EventStore
-from services.oauth.problems import OAuthProblem
-from services.oauth.request import PLAINTEXT, SignedRequest
-from services.oauth.signatures import (
+from oauthledger.events.readmodel import Lookup, ReadModel
+from oauthledger.events.sealing import Sealer
+from oauthledger.events.settings import Settings
+from oauthledger.events.state import (
+    ConsumerState,
+    TokenState,
+    consumer_stream,
+    fold_stream,
+    token_stream,
+)
+from oauthledger.events.store import EventStore
+from oauthledger.services.oauth.problems import OAuthProblem
+from oauthledger.services.oauth.request import PLAINTEXT, SignedRequest
+from oauthledger.services.oauth.signatures import (
     METHODS,
     RSA_METHODS,
     load_public_key,

@@ -1,7 +1,7 @@
 """Parsing a signed request into its OAuth parameters (RFC 5849 §3.4.1.3, §3.5).
 
 :func:`parse_request` is framework independent: the Falcon app passes the method, the URL
-the client signed (see :mod:`services.oauth.urls`), the headers, the body and the
+the client signed (see :mod:`oauthledger.services.oauth.urls`), the headers, the body and the
 Content-Type. It accepts what real clients send (REFERENCE.md, "What real clients do that
 a strict server rejects") and refuses malformed input with an :class:`OAuthProblem`,
 never another exception.
@@ -17,7 +17,7 @@ from urllib.parse import unquote_to_bytes
 
 from oauthlib.oauth1.rfc5849.signature import base_string_uri
 
-from services.oauth.problems import OAuthProblem
+from oauthledger.services.oauth.problems import OAuthProblem
 
 PLAINTEXT = "PLAINTEXT"
 ACCEPTABLE_VERSIONS = "1.0-1.0"

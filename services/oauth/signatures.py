@@ -22,8 +22,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
 
-from services.oauth.problems import escape
-from services.oauth.request import SignedRequest
+from oauthledger.services.oauth.problems import escape
+from oauthledger.services.oauth.request import SignedRequest
 
 METHODS = (
     "HMAC-SHA1",

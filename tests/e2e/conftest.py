@@ -24,7 +24,7 @@ import pytest
 import redis
 from celery import Celery
 
-from events.keys import KeyLayout
+from oauthledger.events.keys import KeyLayout
 from tests.conftest import REDIS_URL
 from tests.e2e import servers
 

@@ -152,7 +152,8 @@ def start_server(env: Mapping[str, str], workdir: Path, workers: int | None = 2,
 
 def start_worker(env: Mapping[str, str], workdir: Path) -> Process:
     """A real Celery worker process (issue 4's workers.celery_app) on the stack's broker."""
-    args = [CELERY, "-A", "workers.celery_app", "worker", "--pool=solo", "--concurrency=1",
+    args = [CELERY, "-A", "oauthledger.workers.celery_app", "worker", "--pool=solo",
+            "--concurrency=1",
             "--loglevel=INFO", "--without-gossip", "--without-mingle",
             "-n", f"e2e-{uuid.uuid4().hex[:8]}@%h"]
     return spawn("celery-worker", args, env, workdir)
@@ -209,8 +210,8 @@ class Stack:
         """In-process Deps on the same store, Redis and key file (what the CLI builds):
         for setting up fixtures quickly. Wakes nothing; the worker's catch-up projects."""
         if self._deps is None:
-            from events.settings import load_settings
-            from services.deps import build_deps
+            from oauthledger.events.settings import load_settings
+            from oauthledger.services.deps import build_deps
 
             self._deps = build_deps(load_settings(self.env), wake=lambda: None)
         return self._deps
@@ -423,7 +424,7 @@ class Consumer:
 
 def add_user(stack: Stack, name: str | None = None) -> str:
     """Register a user (password :data:`PASSWORD`) through the service layer."""
-    from services.users import register_user
+    from oauthledger.services.users import register_user
 
     name = name or unique("user")
     register_user(stack.deps().ledger, name, PASSWORD, display_name=f"User {name}",
@@ -436,7 +437,7 @@ def add_consumer(stack: Stack, rsa: RsaPair, *, key: str | None = None,
                  **flags: Any) -> Consumer:
     """Register a consumer with a shared secret and ``rsa``'s public key, through the
     same service the CLI and admin API use."""
-    from services.consumers import ConsumerInput, register_consumer
+    from oauthledger.services.consumers import ConsumerInput, register_consumer
 
     key = key or unique("consumer")
     secret = "s3cret-" + uuid.uuid4().hex

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from events.sealing import Sealer
+from oauthledger.events.sealing import Sealer
 from tests.e2e import servers as s
 from tests.e2e.test_dance_python import dance, myself_on
 

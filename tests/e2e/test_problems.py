@@ -315,7 +315,7 @@ def test_permission_denied(stack: s.Stack, consumer: s.Consumer, rsa: s.RsaPair,
 def test_token_revoked_on_the_next_call(stack: s.Stack, consumer: s.Consumer, user: str
                                         ) -> None:
     """A revoked access token fails on the very next call, on every front end."""
-    from services.dance import revoke
+    from oauthledger.services.dance import revoke
 
     at = access_token(stack.url, consumer, user)
     assert myself(stack.servers[1].url, consumer, at).status_code == 200

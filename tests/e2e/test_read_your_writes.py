@@ -14,9 +14,9 @@ import redis
 import requests
 from oauthlib.oauth1 import Client
 
-from services import dance
-from services.consumers import ConsumerInput, register_consumer
-from services.users import register_user
+from oauthledger.services import dance
+from oauthledger.services.consumers import ConsumerInput, register_consumer
+from oauthledger.services.users import register_user
 from tests.e2e.servers import (
     OAUTHLEDGER,
     Stack,

@@ -6,10 +6,10 @@ from __future__ import annotations
 import time
 from collections import Counter
 
-from events import catalog as ev
-from events.projection import project_pending
-from events.state import token_stream
-from events.store import StreamWrite
+from oauthledger.events import catalog as ev
+from oauthledger.events.projection import project_pending
+from oauthledger.events.state import token_stream
+from oauthledger.events.store import StreamWrite
 from tests.e2e.conftest import wait_for
 
 

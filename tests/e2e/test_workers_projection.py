@@ -9,11 +9,11 @@ import time
 
 import redis
 
-from events.keys import KeyLayout
-from events.projection import project_pending, snapshot
-from events.readmodel import ReadModel, redis_view
-from events.state import fold_stream, token_stream
-from events.store import EventStore
+from oauthledger.events.keys import KeyLayout
+from oauthledger.events.projection import project_pending, snapshot
+from oauthledger.events.readmodel import ReadModel, redis_view
+from oauthledger.events.state import fold_stream, token_stream
+from oauthledger.events.store import EventStore
 from tests.e2e.conftest import wait_for
 from tests.integration.test_projection_support import assert_equals_fresh_rebuild, make_history
 

@@ -15,13 +15,18 @@ import falcon
 import falcon.testing
 import pytest
 
-from events import keys
-from events.state import INSTALLATION_STREAM, consumer_stream, provider_stream, token_stream
-from services import dance
-from services.app import create_app
-from services.consumers import ConsumerInput, register_consumer
-from services.deps import Deps
-from services.users import register_user
+from oauthledger.events import keys
+from oauthledger.events.state import (
+    INSTALLATION_STREAM,
+    consumer_stream,
+    provider_stream,
+    token_stream,
+)
+from oauthledger.services import dance
+from oauthledger.services.consumers import ConsumerInput, register_consumer
+from oauthledger.services.deps import Deps
+from oauthledger.services.http.app import create_app
+from oauthledger.services.users import register_user
 from tests.conftest import pg_deps
 
 API = "/rest/oauthledger/1"

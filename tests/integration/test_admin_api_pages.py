@@ -7,8 +7,8 @@ from __future__ import annotations
 import re
 from urllib.parse import urlencode
 
-from events.state import consumer_stream, token_stream
-from services.sessions import COOKIE
+from oauthledger.events.state import consumer_stream, token_stream
+from oauthledger.services.sessions import COOKIE
 from tests.integration.test_admin_api import (  # noqa: F401
     ADMIN_PW,
     USER_PW,

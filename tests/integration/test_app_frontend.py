@@ -13,16 +13,16 @@ import pytest
 import redis
 from oauthlib.oauth1 import Client as OAuthClient
 
-from events import keys as k
-from events.connections import open_sealer
-from events.keys import KeyLayout
-from events.migrate import upgrade
-from events.settings import load_settings
-from events.store import EventStore
-from services.app import create_app
-from services.consumers import ConsumerInput, register_consumer
-from services.deps import Deps
-from services.users import register_user
+from oauthledger.events import keys as k
+from oauthledger.events.connections import open_sealer
+from oauthledger.events.keys import KeyLayout
+from oauthledger.events.migrate import upgrade
+from oauthledger.events.settings import load_settings
+from oauthledger.events.store import EventStore
+from oauthledger.services.consumers import ConsumerInput, register_consumer
+from oauthledger.services.deps import Deps
+from oauthledger.services.http.app import create_app
+from oauthledger.services.users import register_user
 from tests.conftest import REDIS_URL
 
 HOST = "http://falconframework.org"  # falcon.testing's default host
@@ -207,7 +207,7 @@ def test_verify_api_odd_payloads_are_4xx_or_refusals(app: App, payload: object) 
     import base64
     import json
 
-    from services.resource_servers import create_resource_server
+    from oauthledger.services.resource_servers import create_resource_server
 
     secret = create_resource_server(app.deps.ledger, app.deps.sealer, "rs1", "", {"actor": "t"})
     auth = "Basic " + base64.b64encode(f"rs1:{secret}".encode()).decode()

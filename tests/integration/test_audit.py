@@ -8,13 +8,13 @@ import os
 import pytest
 from click.testing import CliRunner
 
-from events import catalog as ev
-from events.audit import iso
-from events.migrate import upgrade
-from events.state import consumer_stream, token_stream, user_stream
-from events.store import EventStore
-from services import cli_audit
-from services.cli import cli
+from oauthledger.events import catalog as ev
+from oauthledger.events.audit import iso
+from oauthledger.events.migrate import upgrade
+from oauthledger.events.state import consumer_stream, token_stream, user_stream
+from oauthledger.events.store import EventStore
+from oauthledger.services.cli import audit as cli_audit
+from oauthledger.services.cli.main import cli
 
 for _group in cli_audit.COMMANDS:
     cli.add_command(_group)

@@ -16,15 +16,15 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from oauthlib.oauth1 import Client
 
-from events import catalog as ev
-from events.readmodel import ReadModel
-from events.sealing import KeyRing, Sealer
-from events.settings import Settings
-from events.state import consumer_stream, fold_stream, token_stream
-from events.store import EventStore
-from services.oauth.authenticator import Authenticator
-from services.oauth.problems import OAuthProblem
-from services.oauth.request import SignedRequest, parse_request
+from oauthledger.events import catalog as ev
+from oauthledger.events.readmodel import ReadModel
+from oauthledger.events.sealing import KeyRing, Sealer
+from oauthledger.events.settings import Settings
+from oauthledger.events.state import consumer_stream, fold_stream, token_stream
+from oauthledger.events.store import EventStore
+from oauthledger.services.oauth.authenticator import Authenticator
+from oauthledger.services.oauth.problems import OAuthProblem
+from oauthledger.services.oauth.request import SignedRequest, parse_request
 
 API = "https://jira.example.com/rest/api/2/issue/ABC-1"
 WINDOW = 300.0

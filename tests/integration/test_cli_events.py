@@ -21,16 +21,17 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner, Result
 
-from events import catalog as ev
-from events.chain import canonical_json, row_hash
-from events.connections import open_sealer, open_store
-from events.migrate import head_revision
-from events.schema import GENESIS_HASH
-from events.sealing import Sealer
-from events.settings import load_settings
-from events.store import EventStore
-from services import cli_db, cli_events
-from services.cli import cli
+from oauthledger.events import catalog as ev
+from oauthledger.events.chain import canonical_json, row_hash
+from oauthledger.events.connections import open_sealer, open_store
+from oauthledger.events.migrate import head_revision
+from oauthledger.events.schema import GENESIS_HASH
+from oauthledger.events.sealing import Sealer
+from oauthledger.events.settings import load_settings
+from oauthledger.events.store import EventStore
+from oauthledger.services.cli import db as cli_db
+from oauthledger.services.cli import events as cli_events
+from oauthledger.services.cli.main import cli
 
 OAUTHLEDGER = Path(sys.executable).with_name("oauthledger")
 
@@ -443,7 +444,7 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "cli.md"
 
 
 def test_every_audit_command_is_documented():
-    from services import cli_keys
+    from oauthledger.services.cli import keys as cli_keys
 
     text = DOC.read_text()
     for group in (*cli_events.COMMANDS, *cli_db.COMMANDS, *cli_keys.COMMANDS):
@@ -456,7 +457,7 @@ def test_documented_examples_run(tmp_path, monkeypatch):
     """Every `$ oauthledger ...` example in docs/cli.md runs (status 0) on an intact log."""
     import shlex
 
-    from services import cli_keys
+    from oauthledger.services.cli import keys as cli_keys
 
     for group in cli_keys.COMMANDS:
         cli.add_command(group)

@@ -15,13 +15,15 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from events import catalog as ev
-from events.connections import open_sealer, open_store
-from events.migrate import head_revision
-from events.sealing import Sealer, load_key_ring
-from events.settings import load_settings
-from services import cli_db, cli_events, cli_keys
-from services.cli import cli
+from oauthledger.events import catalog as ev
+from oauthledger.events.connections import open_sealer, open_store
+from oauthledger.events.migrate import head_revision
+from oauthledger.events.sealing import Sealer, load_key_ring
+from oauthledger.events.settings import load_settings
+from oauthledger.services.cli import db as cli_db
+from oauthledger.services.cli import events as cli_events
+from oauthledger.services.cli import keys as cli_keys
+from oauthledger.services.cli.main import cli
 
 OAUTHLEDGER = Path(sys.executable).with_name("oauthledger")
 

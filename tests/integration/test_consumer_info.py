@@ -11,9 +11,13 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 
-from events.state import INSTALLATION_STREAM
-from services.installation import load_installation, parse_consumer_info, private_key_pem
-from services.oauth.signatures import load_public_key, sign
+from oauthledger.events.state import INSTALLATION_STREAM
+from oauthledger.services.installation import (
+    load_installation,
+    parse_consumer_info,
+    private_key_pem,
+)
+from oauthledger.services.oauth.signatures import load_public_key, sign
 from tests.integration.test_admin_api import ADMIN, app, client, deps  # noqa: F401
 
 PATH = "/plugins/servlet/oauth/consumer-info"

@@ -7,10 +7,10 @@ import threading
 import time
 from collections import Counter
 
-from events import catalog as ev
-from events.expiry import sweep_expired
-from events.projection import project_pending
-from events.state import token_stream
+from oauthledger.events import catalog as ev
+from oauthledger.events.expiry import sweep_expired
+from oauthledger.events.projection import project_pending
+from oauthledger.events.state import token_stream
 
 
 def _issue(store, token: str, expires_at: float, kind: str = "access") -> None:

@@ -10,18 +10,18 @@ import uuid
 
 import pytest
 
-from events import catalog as ev
-from events.keys import KeyLayout
-from events.projection import (
+from oauthledger.events import catalog as ev
+from oauthledger.events.keys import KeyLayout
+from oauthledger.events.projection import (
     RebuildBusy,
     project_coalesced,
     project_pending,
     snapshot,
     status,
 )
-from events.readmodel import BUCKET_LOAD, bucket_layout, expiry_ms
-from events.rebuild import _BULK_INDEX, expiry_hours, index_calls, rebuild
-from events.state import TokenState, fold_stream, token_stream
+from oauthledger.events.readmodel import BUCKET_LOAD, bucket_layout, expiry_ms
+from oauthledger.events.rebuild import _BULK_INDEX, expiry_hours, index_calls, rebuild
+from oauthledger.events.state import TokenState, fold_stream, token_stream
 from tests.integration.test_projection_support import assert_equals_fresh_rebuild, make_history
 
 

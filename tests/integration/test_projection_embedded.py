@@ -7,11 +7,11 @@ import time
 
 import fakeredis
 
-from events import catalog as ev
-from events.keys import KeyLayout
-from events.readmodel import ReadModel
-from events.state import token_stream
-from services.embedded import EmbeddedWorkers
+from oauthledger.events import catalog as ev
+from oauthledger.events.keys import KeyLayout
+from oauthledger.events.readmodel import ReadModel
+from oauthledger.events.state import token_stream
+from oauthledger.services.embedded import EmbeddedWorkers
 from tests.e2e.conftest import wait_for
 from tests.integration.test_projection_support import make_history
 

@@ -19,15 +19,15 @@ import fakeredis
 import pytest
 import redis
 
-from events import catalog as ev
-from events.errors import StoreUnavailable
-from events.keys import KeyLayout
-from events.projection import RebuildInterrupted, compare, snapshot
-from events.readmodel import ReadModel
-from events.rebuild import rebuild, worker_count
-from events.rebuild_workers import RebuildWorkerDied, Workers, pack_error, unpack_error
-from events.state import consumer_stream, token_stream, user_stream
-from events.store import EventStore
+from oauthledger.events import catalog as ev
+from oauthledger.events.errors import StoreUnavailable
+from oauthledger.events.keys import KeyLayout
+from oauthledger.events.projection import RebuildInterrupted, compare, snapshot
+from oauthledger.events.readmodel import ReadModel
+from oauthledger.events.rebuild import rebuild, worker_count
+from oauthledger.events.rebuild_workers import RebuildWorkerDied, Workers, pack_error, unpack_error
+from oauthledger.events.state import consumer_stream, token_stream, user_stream
+from oauthledger.events.store import EventStore
 from tests.conftest import REDIS_URL
 from tests.integration.test_projection_support import make_history
 

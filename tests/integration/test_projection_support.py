@@ -8,13 +8,13 @@ import random
 import secrets
 from dataclasses import dataclass, field
 
-from events import catalog as ev
-from events.projection import compare, snapshot
-from events.readmodel import ReadModel
-from events.rebuild import rebuild
-from events.sealing import KeyRing, Sealer
-from events.state import consumer_stream, token_stream, user_stream
-from events.store import EventStore, StreamWrite
+from oauthledger.events import catalog as ev
+from oauthledger.events.projection import compare, snapshot
+from oauthledger.events.readmodel import ReadModel
+from oauthledger.events.rebuild import rebuild
+from oauthledger.events.sealing import KeyRing, Sealer
+from oauthledger.events.state import consumer_stream, token_stream, user_stream
+from oauthledger.events.store import EventStore, StreamWrite
 
 
 @dataclass

@@ -8,12 +8,12 @@ import falcon.testing
 import pytest
 from oauthlib.oauth1 import Client
 
-from services import dance
-from services.app import create_app
-from services.consumers import ConsumerInput, register_consumer
-from services.deps import Deps
-from services.protect import require_oauth
-from services.users import register_user
+from oauthledger.services import dance
+from oauthledger.services.consumers import ConsumerInput, register_consumer
+from oauthledger.services.deps import Deps
+from oauthledger.services.http.app import create_app
+from oauthledger.services.http.protect import require_oauth
+from oauthledger.services.users import register_user
 from tests.conftest import pg_deps
 
 META = {"actor": "test"}

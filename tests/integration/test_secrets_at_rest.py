@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from events.catalog import AccessTokenIssued, ConsumerRegistered
-from events.errors import SealingError
-from events.sealing import KeyRing, Sealer, load_key_ring, save_key_ring
-from events.store import EventStore
+from oauthledger.events.catalog import AccessTokenIssued, ConsumerRegistered
+from oauthledger.events.errors import SealingError
+from oauthledger.events.sealing import KeyRing, Sealer, load_key_ring, save_key_ring
+from oauthledger.events.store import EventStore
 
 
 def secret_forms(secret: str) -> list[bytes]:

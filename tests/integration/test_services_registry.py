@@ -6,14 +6,14 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from events import keys as k
-from events.sealing import KeyRing, Sealer
-from events.state import consumer_stream
-from services import consumers as svc
-from services import dance
-from services.errors import Conflict, NotFound, ValidationError
-from services.ledger import Ledger
-from services.users import check_password, disable_user, load_user, register_user
+from oauthledger.events import keys as k
+from oauthledger.events.sealing import KeyRing, Sealer
+from oauthledger.events.state import consumer_stream
+from oauthledger.services import consumers as svc
+from oauthledger.services import dance
+from oauthledger.services.errors import Conflict, NotFound, ValidationError
+from oauthledger.services.ledger import Ledger
+from oauthledger.services.users import check_password, disable_user, load_user, register_user
 
 META = {"actor": "admin", "request_id": "r-1"}
 
@@ -121,7 +121,7 @@ def _grant(ledger, sealer, settings, consumer, user="bob"):
 
 
 def test_remove_consumer_revokes_every_token_at_once(ledger, sealer, read_model):
-    from events.settings import load_settings
+    from oauthledger.events.settings import load_settings
 
     settings = load_settings({})
     register_user(ledger, "bob", "bob-password", meta=META)
@@ -138,7 +138,7 @@ def test_remove_consumer_revokes_every_token_at_once(ledger, sealer, read_model)
 
 
 def test_users_passwords_and_disable_revokes(ledger, sealer, read_model):
-    from events.settings import load_settings
+    from oauthledger.events.settings import load_settings
 
     settings = load_settings({})
     register_user(ledger, "bob", "bob-password", meta=META)

@@ -15,12 +15,12 @@ from contextlib import contextmanager
 import pytest
 import sqlalchemy as sa
 
-from events.catalog import AccessTokenRevoked, ConsumerRegistered, UserRegistered
-from events.chain import row_hash
-from events.errors import ConcurrencyConflict, EventStoreError, StoreUnavailable
-from events.migrate import current_revision, upgrade
-from events.schema import GENESIS_HASH
-from events.store import APPEND_LOCK_CLASS, EventStore, StreamWrite
+from oauthledger.events.catalog import AccessTokenRevoked, ConsumerRegistered, UserRegistered
+from oauthledger.events.chain import row_hash
+from oauthledger.events.errors import ConcurrencyConflict, EventStoreError, StoreUnavailable
+from oauthledger.events.migrate import current_revision, upgrade
+from oauthledger.events.schema import GENESIS_HASH
+from oauthledger.events.store import APPEND_LOCK_CLASS, EventStore, StreamWrite
 
 AWKWARD = [
     "plain",

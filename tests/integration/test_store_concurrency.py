@@ -26,10 +26,10 @@ from collections.abc import Callable
 import pytest
 import sqlalchemy as sa
 
-from events.catalog import AccessTokenRevoked
-from events.errors import ConcurrencyConflict
-from events.migrate import upgrade
-from events.store import APPEND_LOCK_CLASS, EventStore, StreamWrite
+from oauthledger.events.catalog import AccessTokenRevoked
+from oauthledger.events.errors import ConcurrencyConflict
+from oauthledger.events.migrate import upgrade
+from oauthledger.events.store import APPEND_LOCK_CLASS, EventStore, StreamWrite
 
 pytestmark = pytest.mark.timeout(180)
 

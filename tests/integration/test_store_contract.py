@@ -16,12 +16,12 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
 
-from events.catalog import AccessTokenRevoked, ConsumerRegistered, UserRegistered
-from events.chain import canonical_json, row_hash
-from events.errors import ConcurrencyConflict, StoreUnavailable
-from events.migrate import current_revision, ensure_schema, head_revision, upgrade
-from events.schema import GENESIS_HASH
-from events.store import EventStore, RecordedEvent, StreamWrite
+from oauthledger.events.catalog import AccessTokenRevoked, ConsumerRegistered, UserRegistered
+from oauthledger.events.chain import canonical_json, row_hash
+from oauthledger.events.errors import ConcurrencyConflict, StoreUnavailable
+from oauthledger.events.migrate import current_revision, ensure_schema, head_revision, upgrade
+from oauthledger.events.schema import GENESIS_HASH
+from oauthledger.events.store import EventStore, RecordedEvent, StreamWrite
 from tests.conftest import PG_URL
 
 
@@ -384,8 +384,8 @@ def test_unmigrated_database_raises_store_unavailable(store_url: str) -> None:
 def test_append_survives_a_pooled_connection_killed_by_the_server(pg_url: str) -> None:
     """A pooled connection that the server killed (a restart) is replaced at checkout:
     the next append succeeds and stores its event exactly once."""
-    from events.catalog import ConsumerRemoved
-    from events.migrate import upgrade
+    from oauthledger.events.catalog import ConsumerRemoved
+    from oauthledger.events.migrate import upgrade
 
     name = "olstale" + uuid.uuid4().hex[:8]
     store = EventStore.from_url(f"{pg_url}&application_name={name}")

@@ -14,10 +14,10 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from events.catalog import AccessTokenRevoked, UserRegistered
-from events.chain import canonical_json, row_hash
-from events.errors import CorruptEvent
-from events.store import EventStore
+from oauthledger.events.catalog import AccessTokenRevoked, UserRegistered
+from oauthledger.events.chain import canonical_json, row_hash
+from oauthledger.events.errors import CorruptEvent
+from oauthledger.events.store import EventStore
 
 N = 8
 

@@ -8,11 +8,11 @@ from collections.abc import Iterator
 import falcon.testing
 import pytest
 
-from events.settings import load_settings
-from services.app import create_app
-from services.deps import Deps
-from services.sessions import COOKIE, throttle_delay
-from services.users import register_user
+from oauthledger.events.settings import load_settings
+from oauthledger.services.deps import Deps
+from oauthledger.services.http.app import create_app
+from oauthledger.services.sessions import COOKIE, throttle_delay
+from oauthledger.services.users import register_user
 from tests.conftest import pg_deps
 
 

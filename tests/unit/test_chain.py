@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from events.chain import canonical_json, row_hash
-from events.schema import GENESIS_HASH
+from oauthledger.events.chain import canonical_json, row_hash
+from oauthledger.events.schema import GENESIS_HASH
 
 ROW = (GENESIS_HASH, 1, "token-a", 1, "AccessTokenRevoked", 1, '{"token":"t"}', '{"time":"x"}')
 

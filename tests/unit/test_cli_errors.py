@@ -12,10 +12,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from events.sealing import KeyRing, Sealer
-from services import cli_db, cli_events, cli_keys
-from services.cli import cli
-from services.cli_events import summarize, text_line
+from oauthledger.events.sealing import KeyRing, Sealer
+from oauthledger.services.cli import db as cli_db
+from oauthledger.services.cli import events as cli_events
+from oauthledger.services.cli import keys as cli_keys
+from oauthledger.services.cli.events import summarize, text_line
+from oauthledger.services.cli.main import cli
 
 OAUTHLEDGER = Path(sys.executable).with_name("oauthledger")
 # Port 1 on loopback: nothing listens, the connection is refused at once.

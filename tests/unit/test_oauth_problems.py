@@ -7,8 +7,8 @@ from urllib.parse import parse_qsl
 import pytest
 from oauthlib.oauth1.rfc5849.utils import parse_authorization_header
 
-from services.oauth.problems import STATUS, OAuthProblem
-from services.oauth.request import parse_authorization
+from oauthledger.services.oauth.problems import STATUS, OAuthProblem
+from oauthledger.services.oauth.request import parse_authorization
 
 CODES_400 = {"version_rejected", "parameter_absent", "parameter_rejected",
              "timestamp_refused", "signature_method_rejected"}

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from services.oauth.problems import OAuthProblem
-from services.oauth.request import parse_authorization, parse_request
+from oauthledger.services.oauth.problems import OAuthProblem
+from oauthledger.services.oauth.request import parse_authorization, parse_request
 
 URL = "https://jira.example.com/plugins/servlet/oauth/request-token"
 FORM = "application/x-www-form-urlencoded"

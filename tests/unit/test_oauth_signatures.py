@@ -12,8 +12,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 from oauthlib.oauth1.rfc5849 import signature as oauthlib_signature
 
-from services.oauth.request import SignedRequest, parse_request
-from services.oauth.signatures import (
+from oauthledger.services.oauth.request import SignedRequest, parse_request
+from oauthledger.services.oauth.signatures import (
     METHODS,
     base_string,
     load_public_key,

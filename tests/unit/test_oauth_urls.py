@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from services.oauth.urls import is_trusted, signed_url
+from oauthledger.services.oauth.urls import is_trusted, signed_url
 
 PROXIES = (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("::1/128"))
 FWD = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "jira.example.com"}

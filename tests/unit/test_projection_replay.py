@@ -9,11 +9,11 @@ import dataclasses
 
 import pytest
 
-from events import catalog as ev
-from events.audit import FastReplay
-from events.chain import canonical_json
-from events.keys import KeyLayout
-from events.readmodel import (
+from oauthledger.events import catalog as ev
+from oauthledger.events.audit import FastReplay
+from oauthledger.events.chain import canonical_json
+from oauthledger.events.keys import KeyLayout
+from oauthledger.events.readmodel import (
     TOKEN_FIELDS_NOT_IN_REDIS,
     ReadModel,
     decode_value,
@@ -21,10 +21,10 @@ from events.readmodel import (
     redis_view,
     token_hash,
 )
-from events.rebuild import RowReplay, _token_hash
-from events.sealing import KeyRing, Sealer
-from events.state import Replay, TokenState
-from events.store import RecordedEvent
+from oauthledger.events.rebuild import RowReplay, _token_hash
+from oauthledger.events.sealing import KeyRing, Sealer
+from oauthledger.events.state import Replay, TokenState
+from oauthledger.events.store import RecordedEvent
 
 
 def _records(stream_events: list[tuple[str, ev.Event, str, int | None]]) -> list[RecordedEvent]:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from events.errors import SealingError
-from events.sealing import KeyRing, Sealer, _b64d, _b64e, load_key_ring, save_key_ring
+from oauthledger.events.errors import SealingError
+from oauthledger.events.sealing import KeyRing, Sealer, _b64d, _b64e, load_key_ring, save_key_ring
 
 
 @pytest.fixture

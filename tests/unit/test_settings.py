@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-import events.settings as settings_module
-from events.settings import SettingsError, load_settings, parse_duration
+import oauthledger.events.settings as settings_module
+from oauthledger.events.settings import SettingsError, load_settings, parse_duration
 
 DAY = 86400.0
 

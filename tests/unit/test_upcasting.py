@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from events.catalog import EVENT_TYPES, AccessTokenRevoked, ConsumerRegistered
-from events.chain import canonical_json, row_hash
-from events.errors import CorruptEvent
-from events.migrate import upgrade
-from events.store import EventStore
-from events.upcasting import (
+from oauthledger.events.catalog import EVENT_TYPES, AccessTokenRevoked, ConsumerRegistered
+from oauthledger.events.chain import canonical_json, row_hash
+from oauthledger.events.errors import CorruptEvent
+from oauthledger.events.migrate import upgrade
+from oauthledger.events.store import EventStore
+from oauthledger.events.upcasting import (
     UPCASTERS,
     UnknownEventType,
     UnsupportedSchemaVersion,

@@ -7,7 +7,7 @@ Why a function: an append computed by the client needs the head row before it ca
 the new rows, so it costs two round trips inside one transaction (lock + head, then
 INSERT + COMMIT). ``oauthledger_append`` does the same steps inside the server, so an
 append is one autocommit call: one round trip and one commit. The hash definition is
-the one of ``events.chain.row_hash``; ``EventStore.verify`` recomputes every row's hash
+the one of ``oauthledger.events.chain.row_hash``; ``EventStore.verify`` recomputes every row's hash
 in Python, and tests/integration/test_store_chain_pg.py checks both agree on awkward
 text (non-ASCII, separators, quotes). SQLite keeps the client-side append (in-process,
 no round trips to save).

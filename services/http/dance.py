@@ -7,18 +7,18 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import falcon
 
-from events.state import ConsumerState, TokenState, consumer_stream, token_stream
-from services import dance
-from services.deps import Deps
-from services.oauth.problems import OAuthProblem
-from services.oauth.request import SignedRequest
-from services.web import (
+from oauthledger.events.state import ConsumerState, TokenState, consumer_stream, token_stream
+from oauthledger.services import dance
+from oauthledger.services.deps import Deps
+from oauthledger.services.http.web import (
     current_session,
     form,
     meta,
     render,
     signed_request,
 )
+from oauthledger.services.oauth.problems import OAuthProblem
+from oauthledger.services.oauth.request import SignedRequest
 
 FORM = "application/x-www-form-urlencoded"
 

@@ -18,14 +18,14 @@ import falcon
 import jinja2
 import redis
 
-from events.errors import ConcurrencyConflict, SealingError, StoreUnavailable
-from services.deps import Deps
-from services.errors import Conflict, NotFound, ValidationError
-from services.ledger import ReadModelUnavailable
-from services.oauth.problems import OAuthProblem
-from services.oauth.request import SignedRequest, parse_request
-from services.oauth.urls import is_trusted, signed_url
-from services.sessions import COOKIE, Session
+from oauthledger.events.errors import ConcurrencyConflict, SealingError, StoreUnavailable
+from oauthledger.services.deps import Deps
+from oauthledger.services.errors import Conflict, NotFound, ValidationError
+from oauthledger.services.ledger import ReadModelUnavailable
+from oauthledger.services.oauth.problems import OAuthProblem
+from oauthledger.services.oauth.request import SignedRequest, parse_request
+from oauthledger.services.oauth.urls import is_trusted, signed_url
+from oauthledger.services.sessions import COOKIE, Session
 
 log = logging.getLogger(__name__)
 

@@ -1,20 +1,17 @@
-"""The admin JSON API under /rest/oauthledger/1/: consumers and resource servers.
-Errors are application/problem+json (RFC 9457)."""
+"""The admin JSON API for consumers: /rest/oauthledger/1/consumers[/{key}]."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import falcon
 
-from services import consumers as svc
-from services.access import ApiRefused, api_admin
-from services.deps import Deps
-from services.errors import ValidationError
-from services.web import meta, problem_json, read_body
-
-API = "/rest/oauthledger/1"
+from oauthledger.services import consumers as svc
+from oauthledger.services.deps import Deps
+from oauthledger.services.errors import ValidationError
+from oauthledger.services.http.access import ApiRefused, api_admin
+from oauthledger.services.http.api.base import API, ApiBase, json_body
+from oauthledger.services.http.web import meta, problem_json
 
 _FIELDS = {
     # JSON name -> (ConsumerInput field, type)
@@ -26,20 +23,6 @@ _FIELDS = {
     "allowOAuth10": ("allow_oauth10", bool),
     "allowPlaintextOverHttp": ("allow_plaintext_over_http", bool),
 }
-
-
-def json_body(req: falcon.Request) -> dict[str, Any]:
-    """A JSON object body; anything else is a 400/415 problem."""
-    if not (req.content_type or "").split(";")[0].strip().lower().endswith("json"):
-        raise falcon.HTTPUnsupportedMediaType(description="send Content-Type: application/json")
-    try:
-        data = json.loads(read_body(req) or b"null")
-    except (ValueError, UnicodeDecodeError):
-        raise falcon.HTTPBadRequest(title="Malformed JSON",
-                                    description="the body is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise falcon.HTTPBadRequest(title="Malformed JSON", description="send a JSON object")
-    return data
 
 
 def consumer_input(data: dict[str, Any]) -> svc.ConsumerInput:
@@ -66,13 +49,6 @@ def consumer_input(data: dict[str, Any]) -> svc.ConsumerInput:
     if errors:
         raise ValidationError(errors)
     return svc.ConsumerInput(**kwargs)
-
-
-class ApiBase:
-    """Shared by the API resources: the deps (each responder makes its own access check)."""
-
-    def __init__(self, deps: Deps) -> None:
-        self.deps = deps
 
 
 class ConsumersResource(ApiBase):

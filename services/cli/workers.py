@@ -1,6 +1,6 @@
 """``oauthledger worker`` and ``oauthledger beat``: start the Celery worker and beat.
 
-Both exec the Celery command line on the app named as a string (``workers.celery_app``):
+Both exec the Celery command line on the app named as a string (``oauthledger.workers.celery_app``):
 services never import workers/ (DESIGN.md, "Layout"). Settings are checked first, so a
 missing broker is one clear line, not a Celery traceback.
 """
@@ -12,10 +12,10 @@ import sys
 
 import click
 
-from events.settings import Settings
-from services.cli import CliContext, CliError, pass_cli
+from oauthledger.events.settings import Settings
+from oauthledger.services.cli.main import CliContext, CliError, pass_cli
 
-CELERY_APP = "workers.celery_app"
+CELERY_APP = "oauthledger.workers.celery_app"
 
 
 def _need_broker(settings: Settings) -> None:

@@ -5,11 +5,11 @@ Names the app only as a string; settings come from events.settings like everywhe
 
 import multiprocessing
 
-from events.settings import load_settings
+from oauthledger.events.settings import load_settings
 
 _settings = load_settings()
 
-wsgi_app = "services.app:get_app()"
+wsgi_app = "oauthledger.services.http.app:get_app()"
 bind = ["127.0.0.1:8080"]
 # The embedded default keeps its projection in process memory: one process only.
 workers = 1 if _settings.embedded_broker else multiprocessing.cpu_count() * 2 + 1

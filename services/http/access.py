@@ -6,11 +6,11 @@ from urllib.parse import urlencode
 
 import falcon
 
-from events.state import UserState, user_stream
-from services.deps import Deps
-from services.sessions import Session
-from services.users import check_password
-from services.web import basic_credentials, current_session
+from oauthledger.events.state import UserState, user_stream
+from oauthledger.services.deps import Deps
+from oauthledger.services.http.web import basic_credentials, current_session
+from oauthledger.services.sessions import Session
+from oauthledger.services.users import check_password
 
 
 class ApiRefused(Exception):

@@ -14,9 +14,9 @@ from typing import Any
 
 import falcon
 
-from services.deps import Deps
-from services.oauth.authenticator import AuthContext
-from services.web import signed_request
+from oauthledger.services.deps import Deps
+from oauthledger.services.http.web import signed_request
+from oauthledger.services.oauth.authenticator import AuthContext
 
 
 def authenticate(req: falcon.Request, deps: Deps) -> AuthContext:

@@ -7,11 +7,11 @@ import time
 import falcon
 import redis
 
-from events.errors import StoreUnavailable
-from events.state import user_stream
-from services.deps import Deps
-from services.users import check_password
-from services.web import current_session, ensure_session, form, render
+from oauthledger.events.errors import StoreUnavailable
+from oauthledger.events.state import user_stream
+from oauthledger.services.deps import Deps
+from oauthledger.services.http.web import current_session, ensure_session, form, render
+from oauthledger.services.users import check_password
 
 
 def safe_next(target: str | None) -> str:

@@ -10,15 +10,15 @@ from typing import Any
 import click
 import redis
 
-from events.keys import KeyLayout
-from events.projection import RebuildBusy, RebuildInterrupted, snapshot, status
-from events.readmodel import ReadModel
-from events.rebuild import rebuild
-from services.cli import CliContext, CliError, pass_cli
+from oauthledger.events.keys import KeyLayout
+from oauthledger.events.projection import RebuildBusy, RebuildInterrupted, snapshot, status
+from oauthledger.events.readmodel import ReadModel
+from oauthledger.events.rebuild import rebuild
+from oauthledger.services.cli.main import CliContext, CliError, pass_cli
 
 
 def _read_model(cli: CliContext) -> ReadModel:
-    from events.connections import open_redis
+    from oauthledger.events.connections import open_redis
 
     settings = cli.settings
     if settings.embedded_redis:

@@ -7,8 +7,14 @@ import json
 
 import click
 
-from events.audit import AuditError, parse_timestamp, state_at, token_history, user_grants
-from services.cli import CliContext, CliError, pass_cli
+from oauthledger.events.audit import (
+    AuditError,
+    parse_timestamp,
+    state_at,
+    token_history,
+    user_grants,
+)
+from oauthledger.services.cli.main import CliContext, CliError, pass_cli
 
 _FORMAT = click.option("--format", "fmt", type=click.Choice(["text", "json"]),
                        default="text", show_default=True)

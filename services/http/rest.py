@@ -10,12 +10,12 @@ from typing import Any
 
 import falcon
 
-from events import keys as k
-from events.state import ResourceServerState, resource_server_stream, user_stream
-from services.deps import Deps
-from services.oauth.problems import OAuthProblem
-from services.oauth.request import parse_request
-from services.web import basic_credentials, problem_json, read_body
+from oauthledger.events import keys as k
+from oauthledger.events.state import ResourceServerState, resource_server_stream, user_stream
+from oauthledger.services.deps import Deps
+from oauthledger.services.http.web import basic_credentials, problem_json, read_body
+from oauthledger.services.oauth.problems import OAuthProblem
+from oauthledger.services.oauth.request import parse_request
 
 VERSION = "0.1.0"
 _NAME_TTL = 30.0

@@ -17,9 +17,9 @@ from typing import Any, TypeVar
 import click
 from sqlalchemy.exc import DBAPIError
 
-from events.migrate import current_revision, head_revision, upgrade
-from events.store import EventStore, safe_url
-from services.cli import CliContext, CliError, pass_cli
+from oauthledger.events.migrate import current_revision, head_revision, upgrade
+from oauthledger.events.store import EventStore, safe_url
+from oauthledger.services.cli.main import CliContext, CliError, pass_cli
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -62,7 +62,7 @@ def db_errors(fn: F) -> F:
 
 def open_unmigrated(cli_ctx: CliContext) -> EventStore:
     """The configured store, never upgraded behind the operator's back."""
-    from events.connections import open_store
+    from oauthledger.events.connections import open_store
 
     try:
         return open_store(cli_ctx.settings, migrate_embedded=False)

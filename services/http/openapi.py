@@ -7,6 +7,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import falcon
+
 API = "/rest/oauthledger/1"
 
 _PROBLEM = {"$ref": "#/components/schemas/Problem"}
@@ -304,3 +306,15 @@ def openapi_document() -> dict[str, Any]:
             },
         },
     })
+
+
+class OpenApiResource:
+    """GET the OpenAPI 3 description of this API (public: it holds no data)."""
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.media = openapi_document()
+
+
+def add_routes(app: falcon.App, deps: object) -> None:
+    """Mount /rest/oauthledger/1/openapi.json."""
+    app.add_route(f"{API}/openapi.json", OpenApiResource())

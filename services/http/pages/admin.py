@@ -5,7 +5,7 @@ Rules every handler follows (issue 5, "Safety"): admins only (anonymous users go
 login page, others get 403); every POST carries the session's anti-CSRF token
 (synchronizer-token pattern) or changes nothing; invalid input is shown next to its
 field and changes nothing; secrets are shown once, on the page that created them; the
-security headers of services.web (X-Frame-Options DENY, CSP frame-ancestors 'none')
+security headers of services.http.web (X-Frame-Options DENY, CSP frame-ancestors 'none')
 apply to every page.
 """
 
@@ -18,17 +18,17 @@ from urllib.parse import parse_qsl, urlencode
 
 import falcon
 
-from events.state import UserState
-from services import consumers as svc
-from services import installation as inst
-from services import providers as prov
-from services import tokens as tok
-from services.access import page_session
-from services.deps import Deps
-from services.errors import Conflict, NotFound, ValidationError
-from services.oauth.signatures import METHODS
-from services.sessions import Session
-from services.web import form, meta, render
+from oauthledger.events.state import UserState
+from oauthledger.services import consumers as svc
+from oauthledger.services import installation as inst
+from oauthledger.services import providers as prov
+from oauthledger.services import tokens as tok
+from oauthledger.services.deps import Deps
+from oauthledger.services.errors import Conflict, NotFound, ValidationError
+from oauthledger.services.http.access import page_session
+from oauthledger.services.http.web import form, meta, render
+from oauthledger.services.oauth.signatures import METHODS
+from oauthledger.services.sessions import Session
 
 ADMIN = "/plugins/servlet/oauth/admin"
 USER_TOKENS = "/plugins/servlet/oauth/users/access-tokens"

@@ -20,10 +20,10 @@ from typing import Any
 
 import click
 
-from events.errors import SealingError
-from events.sealing import KeyRing, Sealer, load_key_ring, save_key_ring
-from services.cli import CliContext, CliError, pass_cli
-from services.cli_db import db_errors
+from oauthledger.events.errors import SealingError
+from oauthledger.events.sealing import KeyRing, Sealer, load_key_ring, save_key_ring
+from oauthledger.services.cli.db import db_errors
+from oauthledger.services.cli.main import CliContext, CliError, pass_cli
 
 
 @contextmanager
@@ -133,7 +133,7 @@ def list_keys(cli_ctx: CliContext, usage: bool, fmt: str) -> None:
         ) from None
     counts: Counter[str] = Counter()
     if usage:
-        from services.cli_events import _open_store, row_object
+        from oauthledger.services.cli.events import _open_store, row_object
 
         for rec in _open_store(cli_ctx).read_all(0):
             counts.update(_sealed_key_ids(row_object(rec)["data"]))

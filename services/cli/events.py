@@ -24,11 +24,11 @@ from typing import Any, TextIO
 
 import click
 
-from events.errors import CorruptEvent
-from events.schema import GENESIS_HASH
-from events.store import EventStore, RecordedEvent
-from services.cli import CliContext, CliError, pass_cli
-from services.cli_db import db_errors
+from oauthledger.events.errors import CorruptEvent
+from oauthledger.events.schema import GENESIS_HASH
+from oauthledger.events.store import EventStore, RecordedEvent
+from oauthledger.services.cli.db import db_errors
+from oauthledger.services.cli.main import CliContext, CliError, pass_cli
 
 # The text form of a sealed value (events/sealing.py): s1.<key id>.<base64url>.
 _SEALED = re.compile(r"^s1\.([A-Za-z0-9_-]+)\.[A-Za-z0-9_-]+={0,2}$")

@@ -1,6 +1,6 @@
 """The Falcon WSGI application: ``create_app(deps)`` wires routes to injected
 dependencies; ``get_app()`` is the composition root gunicorn calls
-("services.app:get_app()")."""
+("oauthledger.services.http.app:get_app()")."""
 
 from __future__ import annotations
 
@@ -10,18 +10,14 @@ from pathlib import Path
 
 import falcon
 
-from events.settings import load_settings
-from services import (
-    resources_admin_api,
-    resources_admin_api_more,
-    resources_admin_pages,
-    resources_login,
-    resources_oauth,
-    resources_rest,
-)
-from services.deps import Deps, build_deps
-from services.protect import OAuthProtection
-from services.web import RequestContext, install_error_handlers, make_templates
+from oauthledger.events.settings import load_settings
+from oauthledger.services.deps import Deps, build_deps
+from oauthledger.services.http import dance, login, openapi, rest
+from oauthledger.services.http.api import consumer_info, service_providers, tokens
+from oauthledger.services.http.api import consumers as api_consumers
+from oauthledger.services.http.pages import admin as admin_pages
+from oauthledger.services.http.protect import OAuthProtection
+from oauthledger.services.http.web import RequestContext, install_error_handlers, make_templates
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).with_name("static")
@@ -33,12 +29,10 @@ def create_app(deps: Deps) -> falcon.App:
     app = falcon.App(middleware=[RequestContext(deps), OAuthProtection(deps)])
     app.req_options.strip_url_path_trailing_slash = True
     install_error_handlers(app, deps)
-    resources_login.add_routes(app, deps)
-    resources_oauth.add_routes(app, deps)
-    resources_rest.add_routes(app, deps)
-    resources_admin_api.add_routes(app, deps)
-    resources_admin_api_more.add_routes(app, deps)
-    resources_admin_pages.add_routes(app, deps)
+    # One module per noun; each mounts its own routes.
+    for module in (login, dance, rest, openapi, api_consumers, consumer_info,
+                   service_providers, tokens, admin_pages):
+        module.add_routes(app, deps)
     app.add_static_route("/static", str(STATIC))
     return app
 
@@ -66,7 +60,7 @@ def get_app() -> falcon.App:
             return _app
         settings = load_settings()
         if settings.embedded_broker:
-            from services.embedded import EmbeddedWorkers
+            from oauthledger.services.embedded import EmbeddedWorkers
 
             waker = _Waker()
             deps = build_deps(settings, wake=waker)

@@ -1,0 +1,113 @@
+"""``oauthledger consumer add|list|show|remove``: the consumer registry."""
+
+from __future__ import annotations
+
+import click
+
+from oauthledger.services.cli.main import (
+    CliContext,
+    CliError,
+    app_deps,
+    cli_meta,
+    fail_on_service_errors,
+    pass_cli,
+)
+from oauthledger.services.consumers import ConsumerInput, consumer_public_view
+
+
+@click.group()
+def consumer() -> None:
+    """Manage OAuth consumers."""
+
+
+@consumer.command("add")
+@click.argument("key")
+@click.option("--name", required=True, help="shown to users when they approve")
+@click.option("--description", default=None)
+@click.option("--callback", default=None,
+              help="default callback URL; callbacks must share its origin")
+@click.option("--public-key", "public_key_file", type=click.File("r"), default=None,
+              help="PEM public key or X.509 certificate file (RSA-* methods)")
+@click.option("--secret", default=None, help="shared secret (HMAC-*, PLAINTEXT)")
+@click.option("--generate-secret", is_flag=True, help="generate a shared secret, printed once")
+@click.option("--signature-methods", default=None,
+              help="comma-separated, e.g. RSA-SHA1,HMAC-SHA256 (default: from the credentials)")
+@click.option("--two-legged-user", default=None, help="user that two-legged requests act as")
+@click.option("--allow-impersonation", is_flag=True, help="xoauth_requestor_id names the user")
+@click.option("--allow-oauth10", is_flag=True, help="allow OAuth 1.0 (no callback, no verifier)")
+@click.option("--allow-plaintext-over-http", is_flag=True, help="allow PLAINTEXT without TLS")
+@click.option("--no-three-legged", is_flag=True, help="refuse the three-legged dance")
+@pass_cli
+@fail_on_service_errors
+def consumer_add(ctx: CliContext, key: str, name: str, description: str | None,
+                 callback: str | None, public_key_file, secret: str | None,  # type: ignore[no-untyped-def]
+                 generate_secret: bool, signature_methods: str | None, two_legged_user: str | None,
+                 allow_impersonation: bool, allow_oauth10: bool,
+                 allow_plaintext_over_http: bool, no_three_legged: bool) -> None:
+    """Register a consumer."""
+    from oauthledger.services.consumers import register_consumer
+
+    if secret and generate_secret:
+        raise CliError("give --secret or --generate-secret, not both")
+    deps = app_deps(ctx)
+    data = ConsumerInput(
+        name=name, description=description or "", callback_url=callback,
+        public_key=public_key_file.read() if public_key_file else None, secret=secret,
+        generate_secret=generate_secret,
+        signature_methods=signature_methods.split(",") if signature_methods else None,
+        three_legged=not no_three_legged, two_legged_user=two_legged_user,
+        allow_impersonation=allow_impersonation, allow_oauth10=allow_oauth10,
+        allow_plaintext_over_http=allow_plaintext_over_http,
+    )
+    state, generated = register_consumer(deps.ledger, deps.sealer, key, data,
+                                         cli_meta("consumer-add"))
+    click.echo(f"consumer {state.key} registered ({', '.join(state.signature_methods)})")
+    if generated:
+        click.echo(f"shared secret (shown once): {generated}")
+
+
+@consumer.command("list")
+@pass_cli
+def consumer_list(ctx: CliContext) -> None:
+    """List registered consumers."""
+    from oauthledger.services.consumers import list_consumers, outstanding_tokens
+
+    deps = app_deps(ctx)
+    states = list_consumers(deps.ledger)
+    counts = outstanding_tokens(deps.ledger, [s.key for s in states])
+    if not states:
+        click.echo("no consumers")
+    for s in states:
+        flags = [f for f, on in (("3LO", s.three_legged), ("2LO", bool(s.two_legged_user)),
+                                 ("impersonation", s.allow_impersonation),
+                                 ("oauth1.0", s.allow_oauth10)) if on]
+        click.echo(f"{s.key}\t{s.name}\t{','.join(s.signature_methods)}\t{' '.join(flags)}"
+                   f"\t{counts[s.key]} token(s)")
+
+
+@consumer.command("show")
+@click.argument("key")
+@pass_cli
+@fail_on_service_errors
+def consumer_show(ctx: CliContext, key: str) -> None:
+    """Show one consumer (never its secret)."""
+    import json
+
+    from oauthledger.services.consumers import load_consumer
+
+    click.echo(json.dumps(consumer_public_view(load_consumer(app_deps(ctx).ledger, key)), indent=2))
+
+
+@consumer.command("remove")
+@click.argument("key")
+@pass_cli
+@fail_on_service_errors
+def consumer_remove(ctx: CliContext, key: str) -> None:
+    """Remove a consumer and revoke every token it holds."""
+    from oauthledger.services.consumers import remove_consumer
+
+    n = remove_consumer(app_deps(ctx).ledger, key, cli_meta("consumer-remove"))
+    click.echo(f"consumer {key} removed; {n} access token(s) revoked")
+
+
+COMMANDS = [consumer]

@@ -1,0 +1,43 @@
+"""``oauthledger serve``: the HTTP server under gunicorn, with the packaged config."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from oauthledger.services.cli.main import (
+    CliContext,
+    CliError,
+    pass_cli,
+)
+
+# gunicorn loads its config from an importable module ("python:" prefix), so the config
+# ships inside the package and works the same from a wheel and from a checkout.
+GUNICORN_CONFIG = "python:oauthledger.services.http.gunicorn_conf"
+
+
+@click.command()
+@click.option("--bind", default="127.0.0.1:8080", show_default=True, help="HOST:PORT to listen on")
+@click.option("--workers", type=click.IntRange(1, 256), default=None,
+              help="gunicorn worker processes (default: 1 embedded, 2 x cores + 1 otherwise)")
+@pass_cli
+def serve(ctx: CliContext, bind: str, workers: int | None) -> None:
+    """Run the HTTP server under gunicorn (the packaged oauthledger.services.http.gunicorn_conf)."""
+    settings = ctx.settings
+    if settings.embedded_broker and workers not in (None, 1):
+        raise CliError("the embedded default runs in one process; set OAUTHLEDGER_DATABASE_URL, "
+                       "OAUTHLEDGER_REDIS_URL and OAUTHLEDGER_BROKER_URL to run several workers")
+    # Create and migrate the embedded database before forking workers.
+    _ = ctx.store
+    args = [sys.executable, "-m", "gunicorn", "-c", GUNICORN_CONFIG, "--bind", bind]
+    if workers:
+        args += ["--workers", str(workers)]
+    click.echo(f"oauthledger: serving on http://{bind} "
+               f"({'embedded default' if settings.embedded_broker else 'production'} mode)",
+               err=True)
+    os.execv(sys.executable, args)
+
+
+COMMANDS = [serve]
