@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
 import redis
+from sqlalchemy.engine import make_url
 
 from oauthledger.events.migrate import ensure_schema
 from oauthledger.events.sealing import Sealer
@@ -17,11 +19,30 @@ _embedded_lock = threading.Lock()
 _embedded_servers: dict[str, object] = {}
 
 
+def make_private(data_dir: Path, database_url: str) -> None:
+    """The data directory 0700 and the SQLite files 0600: they hold password hashes and
+    sealed secrets, readable by this account only. The database file is created with
+    its mode before SQLite opens it (SQLite gives its -wal and -shm files the database
+    file's permissions)."""
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(data_dir, 0o700)
+    name = make_url(database_url).database
+    if not name or name == ":memory:" or name.startswith("file:"):
+        return
+    db = Path(name)
+    if not db.exists():
+        db.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.close(os.open(db, os.O_WRONLY | os.O_CREAT, 0o600))
+    for path in (db, *(db.with_name(db.name + s) for s in ("-wal", "-shm", "-journal"))):
+        if path.exists():
+            os.chmod(path, 0o600)
+
+
 def open_store(settings: Settings, migrate_embedded: bool = True) -> EventStore:
     """The event store for ``settings``. The embedded SQLite database is created and
     upgraded on first use; PostgreSQL is upgraded only by ``oauthledger db upgrade``."""
     if settings.is_sqlite:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        make_private(settings.data_dir, settings.database_url)
     store = EventStore.from_url(settings.database_url)
     if settings.is_sqlite and migrate_embedded:
         ensure_schema(store.engine)

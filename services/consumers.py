@@ -10,7 +10,6 @@ import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from oauthledger.events import catalog as ev
 from oauthledger.events.queries import streams_of_type, streams_with
@@ -24,7 +23,8 @@ from oauthledger.events.state import (
 )
 from oauthledger.services.errors import Conflict, NotFound, ValidationError
 from oauthledger.services.ledger import Change, Ledger
-from oauthledger.services.oauth.signatures import METHODS, load_public_key
+from oauthledger.services.oauth.redirects import absolute_http_url
+from oauthledger.services.oauth.signatures import METHODS, load_public_key, rsa_key_warning
 
 HMAC_METHODS = ("HMAC-SHA1", "HMAC-SHA256", "HMAC-SHA512")
 RSA_METHODS = ("RSA-SHA1", "RSA-SHA256", "RSA-SHA512")
@@ -63,12 +63,14 @@ def validate_key(key: str) -> None:
 
 
 def validate_url(name: str, url: str) -> str:
-    """An absolute http(s) URL (RFC 5849 §2.1: callbacks are absolute URIs)."""
-    url = url.strip()
-    parts = urlsplit(url)
-    if len(url) > MAX_URL or parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValidationError({name: "must be an absolute http:// or https:// URL"})
-    return url
+    """An absolute http(s) URL (RFC 5849 §2.1: callbacks are absolute URIs) that a browser
+    reads as we do (services.oauth.redirects)."""
+    checked = absolute_http_url(url.strip())
+    if checked is None or len(url.strip()) > MAX_URL:
+        raise ValidationError({name: "must be an absolute http:// or https:// URL without user "
+                                     "info, spaces, backslashes, control or non-ASCII "
+                                     "characters"})
+    return url.strip()
 
 
 def _check_public_key(pem: str) -> str:
@@ -274,6 +276,7 @@ def consumer_public_view(state: ConsumerState, outstanding: int | None = None) -
         "description": state.description,
         "callbackUrl": state.callback_url,
         "publicKey": state.public_key,
+        "publicKeyWarning": rsa_key_warning(state.public_key) if state.public_key else None,
         "hasSharedSecret": state.secret_sealed is not None,
         "signatureMethods": list(state.signature_methods),
         "threeLegged": state.three_legged,

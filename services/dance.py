@@ -14,7 +14,6 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from oauthledger.events import catalog as ev
 from oauthledger.events.sealing import Sealer
@@ -24,6 +23,7 @@ from oauthledger.services.errors import NotFound
 from oauthledger.services.ledger import Change, Ledger
 from oauthledger.services.oauth.authenticator import require_exchangeable, require_verifier
 from oauthledger.services.oauth.problems import OAuthProblem
+from oauthledger.services.oauth.redirects import absolute_http_url
 
 
 def new_token() -> str:
@@ -68,8 +68,9 @@ class IssuedAccessToken:
 
 
 def check_callback(consumer: ConsumerState, callback: str | None) -> str | None:
-    """Validate ``oauth_callback`` (REFERENCE.md: absolute http(s) URL or ``oob``; no
-    callback only for consumers flagged for OAuth 1.0, which is open to session fixation)."""
+    """Validate ``oauth_callback`` (RFC 5849 §2.1: an absolute URI, or ``oob`` when the
+    verifier is shown to the user; no callback at all only for consumers flagged for
+    OAuth 1.0, which is open to session fixation). Returns the URL to store."""
     if callback is None:
         if not consumer.allow_oauth10:
             raise OAuthProblem(
@@ -81,24 +82,27 @@ def check_callback(consumer: ConsumerState, callback: str | None) -> str | None:
         return None
     if callback == "oob":
         return callback
-    parts = urlsplit(callback)
-    if parts.scheme not in ("http", "https") or not parts.hostname or len(callback) > 2000:
+    # Judged the way the user's browser will follow it (services.oauth.redirects): a
+    # callback that a browser reads differently from us is refused, not guessed at.
+    checked = absolute_http_url(callback)
+    if checked is None:
         raise OAuthProblem(
             "parameter_rejected",
-            "oauth_callback must be an absolute http(s) URL or 'oob'",
+            "oauth_callback must be an absolute http(s) URL or 'oob', without user info, "
+            "spaces, backslashes, control or non-ASCII characters (percent-encode them)",
             oauth_parameters_rejected="oauth_callback",
         )
     if consumer.callback_url:
-        registered = urlsplit(consumer.callback_url)
-        if (parts.scheme, parts.hostname, parts.port) != (
-            registered.scheme, registered.hostname, registered.port
-        ):
+        registered = absolute_http_url(consumer.callback_url)
+        if registered is None or checked.origin != registered.origin:
+            shown = registered.origin if registered else "the registered callback"
             raise OAuthProblem(
                 "parameter_rejected",
                 f"oauth_callback must share the origin of the consumer's registered "
-                f"callback {registered.scheme}://{registered.netloc}",
+                f"callback {shown}",
                 oauth_parameters_rejected="oauth_callback",
             )
+    # Plain printable ASCII by now, so it is also safe in the Location header.
     return callback
 
 

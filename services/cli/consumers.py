@@ -13,6 +13,7 @@ from oauthledger.services.cli.main import (
     pass_cli,
 )
 from oauthledger.services.consumers import ConsumerInput, consumer_public_view
+from oauthledger.services.oauth.signatures import rsa_key_warning
 
 
 @click.group()
@@ -64,6 +65,8 @@ def consumer_add(ctx: CliContext, key: str, name: str, description: str | None,
     click.echo(f"consumer {state.key} registered ({', '.join(state.signature_methods)})")
     if generated:
         click.echo(f"shared secret (shown once): {generated}")
+    if state.public_key and (warning := rsa_key_warning(state.public_key)):
+        click.echo(f"warning: {warning}", err=True)
 
 
 @consumer.command("list")

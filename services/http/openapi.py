@@ -101,6 +101,8 @@ SCHEMAS: dict[str, Any] = {
         "properties": {"key": _STR, **{k: v for k, v in _CONSUMER_FIELDS.items()
                                        if not v.get("writeOnly")},
                        "hasSharedSecret": _BOOL, "tokensOutstanding": {"type": "integer"},
+                       "publicKeyWarning": {**_NSTR, "description":
+                                            "set when the RSA key is under 2048 bits"},
                        "version": {"type": "integer"},
                        "sharedSecret": {**_STR, "description":
                                         "only in the answer that generated it"},

@@ -85,6 +85,10 @@ def _der_from_bare_base64(text: str) -> bytes | None:
         return None
 
 
+MIN_RSA_BITS = 1024
+RECOMMENDED_RSA_BITS = 2048
+
+
 @lru_cache(maxsize=1024)
 def load_public_key(text: str) -> RSAPublicKey:
     """Parse an RSA public key: PEM ``PUBLIC KEY`` (SubjectPublicKeyInfo), PEM
@@ -123,7 +127,28 @@ def load_public_key(text: str) -> RSAPublicKey:
             f"the key is {type(key).__name__.lstrip('_')}, not RSA; "
             "RSA-SHA* signatures need an RSA key"
         )
+    # NIST SP 800-131A: RSA keys under 1024 bits are broken (a 512-bit modulus is
+    # factored in hours); refused wherever a key enters, and on use.
+    if key.key_size < MIN_RSA_BITS:
+        raise ValueError(
+            f"the RSA key has {key.key_size} bits; at least {MIN_RSA_BITS} are required "
+            f"({RECOMMENDED_RSA_BITS} or more recommended: openssl genrsa -out key.pem "
+            f"{RECOMMENDED_RSA_BITS})"
+        )
     return key
+
+
+def rsa_key_warning(text: str) -> str | None:
+    """A warning for an accepted key under the recommended size (NIST SP 800-131A
+    disallows new 1024-bit RSA keys), or ``None``."""
+    try:
+        bits = load_public_key(text).key_size
+    except ValueError:
+        return None
+    if bits < RECOMMENDED_RSA_BITS:
+        return (f"{bits}-bit RSA key: accepted, but {RECOMMENDED_RSA_BITS} bits or more are "
+                "recommended")
+    return None
 
 
 @lru_cache(maxsize=64)

@@ -330,3 +330,31 @@ def test_repeated_parameter_signed_twice_also_verifies() -> None:
     assert req.repeated == (("oauth_callback", "oob"),)
     assert verify(req, consumer_secret="cs", token_secret=None, public_key=None)
     assert not verify(req, consumer_secret="cx", token_secret=None, public_key=None)
+
+
+# cryptography refuses to generate keys this small; made with `openssl genrsa 512`.
+RSA_512_PUBLIC = """-----BEGIN PUBLIC KEY-----
+MFwwDQYJKoZIhvcNAQEBBQADSwAwSAJBAKpyhxzCiJm8/Ws4DQjTscNjLDHoqtPp
+WYZh3FVw0nKiPckHMLn232JGapjKiOtGGiUjxLcVJV5X2dWzgYpnCS0CAwEAAQ==
+-----END PUBLIC KEY-----"""
+
+
+def _rsa_public_pem(bits: int) -> str:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    return key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+
+
+def test_rsa_keys_under_1024_bits_are_refused_and_under_2048_flagged() -> None:
+    import pytest
+
+    from oauthledger.services.oauth.signatures import load_public_key, rsa_key_warning
+
+    with pytest.raises(ValueError, match="512 bits; at least 1024"):
+        load_public_key(RSA_512_PUBLIC)
+    assert load_public_key(_rsa_public_pem(1024)).key_size == 1024
+    assert "1024-bit RSA key" in (rsa_key_warning(_rsa_public_pem(1024)) or "")
+    assert rsa_key_warning(_rsa_public_pem(2048)) is None
