@@ -2,11 +2,11 @@
 HMAC-SHA1 and RSA-SHA1, against /healthz in the same run.
 
 The server runs as deploy/ configures it in production mode: ``oauthledger serve`` (gunicorn
-with deploy/gunicorn.conf.py and its default worker count) on PostgreSQL, Redis and a
-Redis broker, with a real Celery worker keeping the projection (so the hot path is the
-Redis-only one). Requests are pre-signed with unique nonces (nonces are single use), then
-``wrk`` (Debian package ``wrk``; a separate C process) replays them through a Lua script,
-so the figures measure the server, not a Python client.
+with the packaged oauthledger.services.http.gunicorn_conf and its default worker count) on
+PostgreSQL, Redis and a Redis broker, with a real Celery worker keeping the projection (so
+the hot path is the Redis-only one). Requests are pre-signed with unique nonces (nonces are
+single use), then ``wrk`` (Debian package ``wrk``; a separate C process) replays them
+through a Lua script, so the figures measure the server, not a Python client.
 
     .venv/bin/python bench/http_bench.py [--rounds 3] [--duration 10] [--connections 16]
 
@@ -137,7 +137,7 @@ def main() -> None:
         sys.exit("http_bench: wrk is required (apt-get install wrk)")
 
     # servers=0: start the front end below without --workers, so gunicorn uses the
-    # worker count deploy/gunicorn.conf.py computes.
+    # worker count oauthledger.services.http.gunicorn_conf computes.
     stack = s.make_stack(servers=0)
     tmp = Path(tempfile.mkdtemp(prefix="oauthledger-bench-"))
     try:
@@ -152,8 +152,9 @@ def main() -> None:
                      "the projection to catch up", stack.worker)
         workers = _gunicorn_workers(server)
         url = server.url + PATH
-        print(f"server: {server.url} (gunicorn, {workers} sync workers, deploy/gunicorn.conf.py)"
-              f"; load: wrk -t{opts.threads} -c{opts.connections} -d{opts.duration}s; "
+        print(f"server: {server.url} (gunicorn, {workers} sync workers, "
+              "oauthledger.services.http.gunicorn_conf); "
+              f"load: wrk -t{opts.threads} -c{opts.connections} -d{opts.duration}s; "
               f"{os.cpu_count()} cores", flush=True)
 
         # The machine is shared: load from other processes comes and goes. Each round

@@ -4,4 +4,4 @@
 # a second one by mistake only duplicates idempotent tasks.
 set -eu
 exec oauthledger beat "$@"
-# Equivalent: celery -A workers.celery_app beat --schedule "$OAUTHLEDGER_DATA_DIR/celerybeat-schedule"
+# Equivalent: celery -A oauthledger.workers.celery_app beat --schedule "$OAUTHLEDGER_DATA_DIR/celerybeat-schedule"

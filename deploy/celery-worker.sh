@@ -4,4 +4,5 @@
 # secret key file). Run as many as you like, on any hosts: every task is idempotent.
 set -eu
 exec oauthledger worker --concurrency "${OAUTHLEDGER_WORKER_CONCURRENCY:-2}" "$@"
-# Equivalent: celery -A workers.celery_app worker --without-gossip --without-mingle
+# Equivalent: celery -A oauthledger.workers.celery_app worker --without-gossip --without-mingle \
+#   --without-heartbeat

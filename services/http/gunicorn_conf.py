@@ -1,6 +1,6 @@
 """gunicorn configuration for oauthledger (used by `oauthledger serve` and by deploy/).
 
-Names the app only as a string; settings come from events.settings like everywhere else.
+Names the app only as a string; settings come from oauthledger.events.settings like everywhere else.
 """
 
 import multiprocessing

@@ -1,6 +1,6 @@
 """Real processes for the end-to-end tests: gunicorn front ends (``oauthledger serve``,
-i.e. deploy/gunicorn.conf.py) and a Celery worker, on a fresh PostgreSQL schema, the real
-Redis under a unique prefix, and a Redis broker.
+i.e. the packaged oauthledger.services.http.gunicorn_conf) and a Celery worker, on a fresh
+PostgreSQL schema, the real Redis under a unique prefix, and a Redis broker.
 
 A :class:`Stack` is one deployment: its environment (the only way the processes are
 configured, as in production), its schema, the front ends and the worker. The tests share
@@ -132,9 +132,9 @@ def wait_until(check: Callable[[], bool], what: str, process: Process | None = N
 
 def start_server(env: Mapping[str, str], workdir: Path, workers: int | None = 2,
                  wait_for: str = "/healthz") -> Server:
-    """``oauthledger serve`` (gunicorn with deploy/gunicorn.conf.py) on a free port;
-    returns once ``wait_for`` answers 200. ``workers=None`` keeps the configuration's
-    worker count (2 x cores + 1)."""
+    """``oauthledger serve`` (gunicorn with oauthledger.services.http.gunicorn_conf) on a
+    free port; returns once ``wait_for`` answers 200. ``workers=None`` keeps the
+    configuration's worker count (2 x cores + 1)."""
     port = free_port()
     args = [OAUTHLEDGER, "serve", "--bind", f"127.0.0.1:{port}"]
     if workers is not None:
