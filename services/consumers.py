@@ -24,10 +24,14 @@ from oauthledger.events.state import (
 from oauthledger.services.errors import Conflict, NotFound, ValidationError
 from oauthledger.services.ledger import Change, Ledger
 from oauthledger.services.oauth.redirects import absolute_http_url
-from oauthledger.services.oauth.signatures import METHODS, load_public_key, rsa_key_warning
+from oauthledger.services.oauth.signatures import (
+    HMAC_METHODS,
+    METHODS,
+    RSA_METHODS,
+    load_public_key,
+    rsa_key_warning,
+)
 
-HMAC_METHODS = ("HMAC-SHA1", "HMAC-SHA256", "HMAC-SHA512")
-RSA_METHODS = ("RSA-SHA1", "RSA-SHA256", "RSA-SHA512")
 MAX_KEY = 200
 MAX_NAME = 255
 MAX_DESCRIPTION = 2000

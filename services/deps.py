@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 import redis
 
@@ -18,6 +18,13 @@ from oauthledger.events.store import EventStore
 from oauthledger.services.ledger import Ledger
 from oauthledger.services.oauth.authenticator import Authenticator
 from oauthledger.services.sessions import SessionStore
+
+if TYPE_CHECKING:
+    # Annotations only: the CLI builds Deps too and needs neither Jinja2 nor the
+    # embedded runner; the composition roots that do fill these fields in.
+    import jinja2
+
+    from oauthledger.services.embedded import EmbeddedWorkers
 
 
 @dataclass
@@ -31,7 +38,10 @@ class Deps:
     wake: Callable[[], None]
     layout: KeyLayout = field(default_factory=KeyLayout)
     clock: Callable[[], float] = time.time
-    extras: dict[str, Any] = field(default_factory=dict)
+    # The HTML templates, set by ``create_app`` (the CLI has none).
+    templates: jinja2.Environment | None = None
+    # The in-process projector and sweeps of the embedded default, set by ``get_app``.
+    embedded_workers: EmbeddedWorkers | None = None
 
     def __post_init__(self) -> None:
         self.read_model = ReadModel(self.redis, self.layout)
@@ -58,8 +68,8 @@ def build_deps(settings: Settings, wake: Callable[[], None] | None = None) -> De
 
 
 def celery_publisher(settings: Settings) -> Callable[[], None]:
-    """A ``wake`` that sends the projection task by name (DESIGN.md: services never
-    import workers/; they only know the task's name)."""
+    """A ``wake`` that sends the projection task by name (docs/design.md, "The direction of
+    imports": services never import workers/; they only know the task's name)."""
     from celery import Celery
 
     app = Celery("oauthledger-frontend", broker=settings.broker_url)

@@ -8,7 +8,8 @@ import falcon
 
 from oauthledger.events.state import UserState, user_stream
 from oauthledger.services.deps import Deps
-from oauthledger.services.http.web import basic_credentials, current_session
+from oauthledger.services.http.context import basic_credentials
+from oauthledger.services.http.session_cookies import current_session
 from oauthledger.services.sessions import Session
 from oauthledger.services.users import check_password
 
@@ -66,16 +67,3 @@ def page_session(req: falcon.Request, deps: Deps) -> tuple[UserState, Session]:
         raise falcon.HTTPSeeOther("/login")
     return state, sess
 
-
-def page_user(req: falcon.Request, deps: Deps) -> UserState:
-    """The signed-in user of a page, or a redirect to the login page."""
-    return page_session(req, deps)[0]
-
-
-def page_admin(req: falcon.Request, deps: Deps) -> UserState:
-    """An admin on a page: anonymous users go to login, others get 403."""
-    user = page_user(req, deps)
-    if not user.admin:
-        raise falcon.HTTPForbidden(title="Administrators only",
-                                   description="This page is for administrators.")
-    return user

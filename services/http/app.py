@@ -12,12 +12,17 @@ import falcon
 
 from oauthledger.events.settings import load_settings
 from oauthledger.services.deps import Deps, build_deps
-from oauthledger.services.http import dance, login, openapi, rest
+from oauthledger.services.http import dance, health, login, openapi, rest
 from oauthledger.services.http.api import consumer_info, service_providers, tokens
 from oauthledger.services.http.api import consumers as api_consumers
-from oauthledger.services.http.pages import admin as admin_pages
+from oauthledger.services.http.context import RequestContext
+from oauthledger.services.http.errors import install_error_handlers
+from oauthledger.services.http.pages import consumer_info as consumer_info_pages
+from oauthledger.services.http.pages import consumers as consumer_pages
+from oauthledger.services.http.pages import service_providers as service_provider_pages
+from oauthledger.services.http.pages import tokens as token_pages
 from oauthledger.services.http.protect import OAuthProtection
-from oauthledger.services.http.web import RequestContext, install_error_handlers, make_templates
+from oauthledger.services.http.rendering import make_templates
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).with_name("static")
@@ -25,13 +30,15 @@ STATIC = Path(__file__).with_name("static")
 
 def create_app(deps: Deps) -> falcon.App:
     """The WSGI app over ``deps``; opens no connection itself."""
-    deps.extras.setdefault("templates", make_templates())
+    if deps.templates is None:
+        deps.templates = make_templates()
     app = falcon.App(middleware=[RequestContext(deps), OAuthProtection(deps)])
     app.req_options.strip_url_path_trailing_slash = True
     install_error_handlers(app, deps)
     # One module per noun; each mounts its own routes.
-    for module in (login, dance, rest, openapi, api_consumers, consumer_info,
-                   service_providers, tokens, admin_pages):
+    for module in (login, health, dance, rest, openapi, api_consumers, consumer_info,
+                   service_providers, tokens, consumer_pages, consumer_info_pages,
+                   service_provider_pages, token_pages):
         module.add_routes(app, deps)
     app.add_static_route("/static", str(STATIC))
     return app
@@ -53,7 +60,8 @@ _app: falcon.App | None = None
 
 def get_app() -> falcon.App:
     """Composition root: settings from the environment, real connections, and on the
-    embedded default the in-process projector and sweeps (DESIGN.md "Two ways to run")."""
+    embedded default the in-process projector and sweeps (docs/design.md, "Two ways
+    to run")."""
     global _app
     with _lock:
         if _app is not None:
@@ -67,7 +75,7 @@ def get_app() -> falcon.App:
             runner = EmbeddedWorkers(deps.store, deps.read_model, settings)
             waker.target = runner.wake
             runner.start()
-            deps.extras["embedded_workers"] = runner
+            deps.embedded_workers = runner
         else:
             deps = build_deps(settings)
         _app = create_app(deps)

@@ -10,13 +10,9 @@ import falcon
 from oauthledger.events.state import ConsumerState, TokenState, consumer_stream, token_stream
 from oauthledger.services import dance
 from oauthledger.services.deps import Deps
-from oauthledger.services.http.web import (
-    current_session,
-    form,
-    meta,
-    render,
-    signed_request,
-)
+from oauthledger.services.http.context import form, meta, signed_request
+from oauthledger.services.http.rendering import render
+from oauthledger.services.http.session_cookies import current_session
 from oauthledger.services.oauth.problems import OAuthProblem
 from oauthledger.services.oauth.request import SignedRequest
 

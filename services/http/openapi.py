@@ -9,6 +9,8 @@ from typing import Any
 
 import falcon
 
+from oauthledger.services.oauth.signatures import METHODS
+
 API = "/rest/oauthledger/1"
 
 _PROBLEM = {"$ref": "#/components/schemas/Problem"}
@@ -74,8 +76,7 @@ def _query(name: str, description: str, enum: list[str] | None = None) -> dict[s
 _STR = {"type": "string"}
 _BOOL = {"type": "boolean"}
 _NSTR = {"type": "string", "nullable": True}
-_METHODS = ["HMAC-SHA1", "HMAC-SHA256", "HMAC-SHA512", "RSA-SHA1", "RSA-SHA256",
-            "RSA-SHA512", "PLAINTEXT"]
+_METHODS = list(METHODS)
 
 _CONSUMER_FIELDS = {
     "name": _STR, "description": _STR, "callbackUrl": _NSTR,

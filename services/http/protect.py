@@ -15,7 +15,7 @@ from typing import Any
 import falcon
 
 from oauthledger.services.deps import Deps
-from oauthledger.services.http.web import signed_request
+from oauthledger.services.http.context import signed_request
 from oauthledger.services.oauth.authenticator import AuthContext
 
 

@@ -13,7 +13,8 @@ import falcon
 from oauthledger.events import keys as k
 from oauthledger.events.state import ResourceServerState, resource_server_stream, user_stream
 from oauthledger.services.deps import Deps
-from oauthledger.services.http.web import basic_credentials, problem_json, read_body
+from oauthledger.services.http.context import basic_credentials, read_body
+from oauthledger.services.http.errors import problem_json
 from oauthledger.services.oauth.problems import OAuthProblem
 from oauthledger.services.oauth.request import parse_request
 

@@ -34,8 +34,9 @@ METHODS = (
     "RSA-SHA512",
     "PLAINTEXT",
 )
-HMAC_METHODS = frozenset(m for m in METHODS if m.startswith("HMAC-"))
-RSA_METHODS = frozenset(m for m in METHODS if m.startswith("RSA-"))
+# In the order of METHODS: a consumer's default methods are listed in this order.
+HMAC_METHODS = tuple(m for m in METHODS if m.startswith("HMAC-"))
+RSA_METHODS = tuple(m for m in METHODS if m.startswith("RSA-"))
 
 _HMAC_DIGEST = {
     "HMAC-SHA1": hashlib.sha1,

@@ -9,7 +9,7 @@ from typing import Any
 import falcon
 
 from oauthledger.services.deps import Deps
-from oauthledger.services.http.web import read_body
+from oauthledger.services.http.context import read_body
 
 API = "/rest/oauthledger/1"
 

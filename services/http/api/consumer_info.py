@@ -13,7 +13,7 @@ from oauthledger.services.deps import Deps
 from oauthledger.services.errors import ValidationError
 from oauthledger.services.http.access import api_admin
 from oauthledger.services.http.api.base import API, ApiBase, json_body
-from oauthledger.services.http.web import meta
+from oauthledger.services.http.context import meta
 
 
 def _system_meta(req: falcon.Request) -> dict[str, Any]:

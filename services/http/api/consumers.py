@@ -11,7 +11,8 @@ from oauthledger.services.deps import Deps
 from oauthledger.services.errors import ValidationError
 from oauthledger.services.http.access import ApiRefused, api_admin
 from oauthledger.services.http.api.base import API, ApiBase, json_body
-from oauthledger.services.http.web import meta, problem_json
+from oauthledger.services.http.context import meta
+from oauthledger.services.http.errors import problem_json
 
 _FIELDS = {
     # JSON name -> (ConsumerInput field, type)

@@ -10,7 +10,7 @@ from oauthledger.services.deps import Deps
 from oauthledger.services.errors import ValidationError
 from oauthledger.services.http.access import api_admin, api_user
 from oauthledger.services.http.api.base import API, ApiBase
-from oauthledger.services.http.web import meta
+from oauthledger.services.http.context import meta
 
 
 def _status_param(req: falcon.Request) -> str | None:

@@ -1,0 +1,238 @@
+"""The Consumers tab: the list, add by hand, add by URL (fetch the other application's
+consumer info, review, confirm), edit with the recent history, and remove."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import falcon
+
+from oauthledger.events.state import UserState
+from oauthledger.services import consumers as svc
+from oauthledger.services import installation as inst
+from oauthledger.services.deps import Deps
+from oauthledger.services.errors import Conflict, NotFound, ValidationError
+from oauthledger.services.http.context import meta
+from oauthledger.services.http.pages.base import (
+    ADMIN,
+    Page,
+    admin_session,
+    form_lists,
+    notice,
+    see_other,
+    use_page_filters,
+)
+from oauthledger.services.oauth.signatures import METHODS
+from oauthledger.services.sessions import Session
+
+CONSUMER_FLAGS = ("three_legged", "allow_impersonation", "allow_oauth10")
+
+
+def _consumer_form_values(data: dict[str, str], multi: dict[str, list[str]]
+                          ) -> dict[str, Any]:
+    """What the admin typed, to show again after an error (never a secret)."""
+    values: dict[str, Any] = {k: data.get(k, "") for k in (
+        "key", "name", "description", "callback_url", "public_key", "two_legged_user")}
+    values["signature_methods"] = multi.get("signature_methods", [])
+    for flag in CONSUMER_FLAGS:
+        values[flag] = flag in data
+    return values
+
+
+def _consumer_values(state: Any) -> dict[str, Any]:
+    return {
+        "key": state.key, "name": state.name, "description": state.description,
+        "callback_url": state.callback_url or "", "public_key": state.public_key or "",
+        "two_legged_user": state.two_legged_user or "",
+        "signature_methods": list(state.signature_methods),
+        "three_legged": state.three_legged, "allow_impersonation": state.allow_impersonation,
+        "allow_oauth10": state.allow_oauth10,
+    }
+
+
+def _empty_consumer() -> dict[str, Any]:
+    return {"key": "", "name": "", "description": "", "callback_url": "", "public_key": "",
+            "two_legged_user": "", "signature_methods": [], "three_legged": True,
+            "allow_impersonation": False, "allow_oauth10": False}
+
+
+def _consumer_input(data: dict[str, str], multi: dict[str, list[str]], *, adding: bool
+                    ) -> svc.ConsumerInput:
+    methods = multi.get("signature_methods", [])
+    secret = data.get("secret", "")
+    return svc.ConsumerInput(
+        name=data.get("name", ""), description=data.get("description", ""),
+        callback_url=data.get("callback_url", ""), public_key=data.get("public_key", ""),
+        # An empty secret field keeps the current secret (it is never shown to edit).
+        secret=secret if secret else None,
+        generate_secret="generate_secret" in data,
+        # Adding with no method ticked: defaults follow the credentials given.
+        signature_methods=None if adding and not methods else methods,
+        two_legged_user=data.get("two_legged_user", ""),
+        **{flag: flag in data for flag in CONSUMER_FLAGS},
+    )
+
+
+def _add_form(page: Page, resp: falcon.Response, user: UserState, sess: Session,
+              values: dict[str, Any], errors: dict[str, str], status: int = 200,
+              fetched: Any = None) -> None:
+    """The add-consumer form (by hand, after a refused POST, or filled in by a fetch):
+    a new consumer has no history and no tokens yet."""
+    page.page(resp, "admin_consumer_form.html", user, sess, status=status, tab="consumers",
+              mode="add", values=values, errors=errors, methods=METHODS, fetched=fetched,
+              history=[], outstanding=0)
+
+
+class ConsumersPage(Page):
+    """GET the Consumers tab: every consumer with its flags and outstanding tokens."""
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        who = admin_session(req, resp, self.deps)
+        if who is None:
+            return
+        states = svc.list_consumers(self.deps.ledger)
+        counts = svc.outstanding_tokens(self.deps.ledger, [s.key for s in states])
+        self.page(resp, "admin_consumers.html", *who, tab="consumers", consumers=states,
+                  counts=counts, notice=notice(req))
+
+
+class ConsumerAddPage(Page):
+    """GET the add-by-hand form; POST registers (also the confirm step of add-by-URL)."""
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        who = admin_session(req, resp, self.deps)
+        if who is None:
+            return
+        _add_form(self, resp, *who, _empty_consumer(), {})
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        posted = self.admin_post(req, resp)
+        if posted is None:
+            return
+        user, sess, data = posted
+        multi = form_lists(req)
+        key = data.get("key", "").strip()
+        try:
+            state, secret = svc.register_consumer(
+                self.deps.ledger, self.deps.sealer, key,
+                _consumer_input(data, multi, adding=True), meta(req, user.name))
+        except (ValidationError, Conflict) as exc:
+            errors = exc.fields if isinstance(exc, ValidationError) else {"key": str(exc)}
+            _add_form(self, resp, user, sess, _consumer_form_values(data, multi), errors,
+                      status=422 if isinstance(exc, ValidationError) else 409)
+            return
+        # The generated secret is shown on this page, once; it is never shown again.
+        self.page(resp, "admin_consumer_created.html", user, sess, status=201,
+                  tab="consumers", consumer=state, secret=secret)
+
+
+class ConsumerFetchPage(Page):
+    """GET the add-by-URL form; POST fetches the other application's consumer info and
+    shows the add form filled in with it, to review and confirm."""
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        who = admin_session(req, resp, self.deps)
+        if who is None:
+            return
+        self.page(resp, "admin_consumer_fetch.html", *who, tab="consumers", base_url="",
+                  errors={})
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        posted = self.admin_post(req, resp)
+        if posted is None:
+            return
+        user, sess, data = posted
+        base_url = data.get("base_url", "").strip()
+        try:
+            info = inst.fetch_consumer_info(base_url)
+        except ValidationError as exc:
+            self.page(resp, "admin_consumer_fetch.html", user, sess, status=422,
+                      tab="consumers", base_url=base_url, errors=exc.fields)
+            return
+        values = {**_empty_consumer(), "key": info.key, "name": info.name,
+                  "description": info.description, "public_key": info.public_key,
+                  "callback_url": info.callback_url or ""}
+        _add_form(self, resp, user, sess, values, {}, fetched=info)
+
+
+class ConsumerEditPage(Page):
+    """GET ?key=: the consumer's settings (editable, key fixed), its recent history from
+    the log and the remove button; POST saves."""
+
+    def _render(self, resp: falcon.Response, user: UserState, sess: Session, key: str,
+                values: dict[str, Any], errors: dict[str, str], status: int = 200,
+                notice: str | None = None) -> None:
+        state = svc.load_consumer(self.deps.ledger, key)
+        self.page(resp, "admin_consumer_form.html", user, sess, status=status,
+                  tab="consumers", mode="edit", values=values, errors=errors,
+                  methods=METHODS, fetched=None, consumer=state, notice=notice,
+                  history=svc.consumer_history(self.deps.ledger, key, limit=20),
+                  outstanding=svc.outstanding_tokens(self.deps.ledger, [key])[key])
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        who = admin_session(req, resp, self.deps)
+        if who is None:
+            return
+        key = req.get_param("key") or ""
+        try:
+            state = svc.load_consumer(self.deps.ledger, key)
+        except NotFound:
+            self.not_found(resp, *who, "consumer")
+            return
+        self._render(resp, *who, key, _consumer_values(state), {}, notice=notice(req))
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        posted = self.admin_post(req, resp)
+        if posted is None:
+            return
+        user, sess, data = posted
+        multi = form_lists(req)
+        key = data.get("key", "")
+        try:
+            _, secret = svc.update_consumer(self.deps.ledger, self.deps.sealer, key,
+                                            _consumer_input(data, multi, adding=False),
+                                            meta(req, user.name))
+        except NotFound:
+            self.not_found(resp, user, sess, "consumer")
+            return
+        except ValidationError as exc:
+            values = {**_consumer_form_values(data, multi), "key": key}
+            self._render(resp, user, sess, key, values, exc.fields, status=422)
+            return
+        if secret is not None:
+            state = svc.load_consumer(self.deps.ledger, key)
+            self.page(resp, "admin_consumer_created.html", user, sess, tab="consumers",
+                      consumer=state, secret=secret, updated=True)
+            return
+        raise see_other(f"{ADMIN}/consumers/edit", key=key, done="consumer-updated")
+
+
+class ConsumerRemoveAction(Page):
+    """POST key: remove the consumer and revoke all its tokens in one commit."""
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        posted = self.admin_post(req, resp)
+        if posted is None:
+            return
+        user, sess, data = posted
+        try:
+            svc.remove_consumer(self.deps.ledger, data.get("key", ""), meta(req, user.name))
+        except NotFound:
+            self.not_found(resp, user, sess, "consumer")
+            return
+        raise see_other(ADMIN, done="consumer-removed")
+
+
+def add_routes(app: falcon.App, deps: Deps) -> None:
+    """Mount the Consumers tab (the admin landing page) and its actions."""
+    use_page_filters(deps)
+    routes: list[tuple[str, Callable[[Deps], Page]]] = [
+        (ADMIN, ConsumersPage),
+        (f"{ADMIN}/consumers/add", ConsumerAddPage),
+        (f"{ADMIN}/consumers/fetch", ConsumerFetchPage),
+        (f"{ADMIN}/consumers/edit", ConsumerEditPage),
+        (f"{ADMIN}/consumers/remove", ConsumerRemoveAction),
+    ]
+    for path, cls in routes:
+        app.add_route(path, cls(deps))
