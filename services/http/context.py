@@ -131,6 +131,10 @@ class RequestContext:
         """Echo the request id, add the security headers, send or clear the cookie."""
         resp.set_header("X-Request-Id", req.context.get("request_id", ""))
         set_security_headers(resp)
+        # Token secrets, generated shared secrets, verifiers and session pages must never
+        # sit in a browser or proxy cache (RFC 9111 §5.2.2.5); only static files may.
+        if not req.path.startswith("/static/"):
+            resp.set_header("Cache-Control", "no-store")
         new = req.context.get("new_session")
         if new is not None:
             set_session_cookie(req, resp, new)

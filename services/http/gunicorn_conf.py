@@ -20,6 +20,8 @@ timeout = 30
 graceful_timeout = 20
 keepalive = 5
 accesslog = "-"
+# Secret-bearing query parameters (a PLAINTEXT signature, a verifier) never reach the log.
+logger_class = "oauthledger.services.http.access_log.RedactingLogger"
 errorlog = "-"
 loglevel = "info"
 # gunicorn's control socket defaults to one path per user: several instances on one host

@@ -9,14 +9,15 @@ from oauthledger.services.deps import Deps
 from oauthledger.services.http.context import form
 from oauthledger.services.http.rendering import render
 from oauthledger.services.http.session_cookies import current_session, ensure_session
+from oauthledger.services.oauth.redirects import local_target
 from oauthledger.services.users import check_password
 
 
 def safe_next(target: str | None) -> str:
-    """Only same-site relative paths are followed after login (no open redirect)."""
-    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
-        return "/"
-    return target
+    """Only paths a browser resolves to this site are followed after login (no open
+    redirect: ``/<TAB>/evil.example.com`` is ``//evil.example.com`` to a browser); the
+    result is ASCII, safe for the ``Location`` header (services.oauth.redirects)."""
+    return local_target(target)
 
 
 class LoginResource:

@@ -146,10 +146,26 @@ def test_login_throttles_repeated_failures(app: App) -> None:
 
 
 def test_login_never_redirects_off_site(app: App) -> None:
-    for target in ("//evil.test/", "http://evil.test/", "\\\\evil.test", "evil"):
+    # Browsers strip tab/CR/LF and read "\\" as "/": each of these is //evil.test to them.
+    hostile = ("//evil.test/", "http://evil.test/", "\\\\evil.test", "evil", "/\t/evil.test",
+               "/\n/evil.test", "/\r\n/evil.test", "/\\evil.test", "\\/evil.test", "/\t\\evil.test")
+    for target in hostile:
+        resp, cookies = login(app, next_=target)
+        assert resp.status_code == 303, target
+        assert resp.headers["Location"] in ("/", "http://falconframework.org/"), target
+    # Signed in already: GET /login?next=... redirects at once, by the same rule.
+    for target in hostile:
+        resp = app.client.simulate_get("/login", params={"next": target}, cookies=cookies)
+        assert resp.status_code == 303, target
+        assert resp.headers["Location"] in ("/", "http://falconframework.org/"), target
+
+
+def test_login_next_with_header_breaking_characters_is_encoded_not_a_500(app: App) -> None:
+    for target, expected in (("/a\rb", "/ab"), ("/a\x00b", "/a%00b"), ("/a\x0bb", "/a%0Bb"),
+                             ("/a\x7fb", "/a%7Fb"), ("/a€b", "/a%E2%82%ACb")):
         resp, _ = login(app, next_=target)
-        assert resp.status_code == 303
-        assert resp.headers["Location"] in ("/", "http://falconframework.org/")
+        assert resp.status_code == 303, target
+        assert resp.headers["Location"].endswith(expected), (target, resp.headers["Location"])
 
 
 def test_login_form_needs_its_csrf_token(app: App) -> None:
@@ -220,3 +236,15 @@ def test_verify_api_odd_payloads_are_4xx_or_refusals(app: App, payload: object) 
     else:
         assert resp.status_code == 400
         assert resp.headers["Content-Type"].startswith("application/problem+json")
+
+
+def test_responses_that_carry_secrets_are_never_cached(app: App) -> None:
+    rt = signed(app, "POST", "/plugins/servlet/oauth/request-token", callback_uri=CALLBACK)
+    assert "oauth_token_secret=" in rt.text
+    assert rt.headers["Cache-Control"] == "no-store"
+    page = app.client.simulate_get("/login")
+    assert page.headers["Cache-Control"] == "no-store"
+    api = app.client.simulate_get("/rest/oauthledger/1/openapi.json")
+    assert api.headers["Cache-Control"] == "no-store"
+    assert "no-store" not in app.client.simulate_get("/static/style.css").headers.get(
+        "Cache-Control", "")
