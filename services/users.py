@@ -49,12 +49,6 @@ def validate_password(password: str) -> None:
         raise ValidationError({"password": "must be at most 1024 characters"})
 
 
-def load_user(ledger: Ledger, name: str) -> UserState | None:
-    """The user's state from the store, or None."""
-    state, _ = ledger.load(user_stream(name))
-    return state
-
-
 def register_user(
     ledger: Ledger, name: str, password: str | None, *, admin: bool = False,
     display_name: str | None = None, meta: Mapping[str, Any],
@@ -92,7 +86,7 @@ def change_password(ledger: Ledger, name: str, password: str, meta: Mapping[str,
 def user_access_tokens(ledger: Ledger, name: str) -> list[TokenState]:
     """Every access token the user ever held, newest first (from the store)."""
     sids = streams_with(ledger.store, ["AccessTokenIssued"], "user", name)
-    states = [s for s, _ in ledger.load_many(sids).values() if s is not None]
+    states = [s for s, _ in ledger.load_many(sids).values() if isinstance(s, TokenState)]
     return sorted((s for s in states if s.user == name), key=lambda s: -s.issued_at)
 
 

@@ -1,12 +1,13 @@
 """Shared fixtures. Tests that need PostgreSQL or Redis talk to the real servers named by
 OAUTHLEDGER_TEST_POSTGRES_URL and OAUTHLEDGER_TEST_REDIS_URL (defaults: this machine's).
-They fail, never skip, when a server is unreachable: a skipped test proves nothing."""
+They fail, never skip, when a server is unreachable: a skipped test proves nothing.
+``embedded_deps`` needs neither server: it is what the embedded default runs on."""
 
 from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -123,19 +124,70 @@ def reference(redis_client: redis.Redis) -> Iterator[ReadModel]:
         redis_client.delete(key)
 
 
+def _no_wake() -> None:
+    """A ``wake`` for deps whose test does not watch the projector being woken."""
+
+
 @contextmanager
-def pg_deps(pg_url: str, redis_client: redis.Redis, key_layout: KeyLayout, tmp_path: Path,
+def pg_deps(database_url: str, redis_client: redis.Redis, key_layout: KeyLayout,
+            tmp_path: Path, *, wake: Callable[[], None] = _no_wake,
             **env: str) -> Iterator[Any]:
-    """Service Deps on a migrated PostgreSQL schema, the test's Redis prefix and a fresh
-    in-memory key ring; ``env`` adds OAUTHLEDGER_* settings (names without the prefix).
-    Wakes nothing. Closes the store afterwards."""
+    """Service Deps on a migrated store at ``database_url`` (a PostgreSQL schema, or a
+    SQLite file), the real Redis under the test's prefix and a fresh in-memory key ring;
+    ``env`` adds OAUTHLEDGER_* settings (names without the prefix). ``wake`` is called
+    after each commit (default: nothing). Closes the store afterwards."""
     from oauthledger.events.sealing import KeyRing, Sealer
     from oauthledger.events.settings import load_settings
     from oauthledger.services.deps import Deps
 
     settings = load_settings({"OAUTHLEDGER_DATA_DIR": str(tmp_path),
-                              "OAUTHLEDGER_DATABASE_URL": pg_url,
+                              "OAUTHLEDGER_DATABASE_URL": database_url,
                               **{f"OAUTHLEDGER_{k}": v for k, v in env.items()}})
     with migrated_store(settings.database_url) as store:
         yield Deps(settings=settings, store=store, redis=redis_client,
-                   sealer=Sealer(KeyRing.generate()), wake=lambda: None, layout=key_layout)
+                   sealer=Sealer(KeyRing.generate()), wake=wake, layout=key_layout)
+
+
+@contextmanager
+def embedded_deps_in(tmp_path: Path, *, wake: Callable[[], None] = _no_wake,
+                     **env: str) -> Iterator[Any]:
+    """Service Deps built the way the embedded default builds them (``build_deps`` with
+    neither a database nor a Redis URL): a SQLite file and the key file under
+    ``tmp_path``, and the in-process Redis-compatible store (fakeredis, Lua included).
+    Opens no connection to any server. ``env`` adds OAUTHLEDGER_* settings (names
+    without the prefix)."""
+    from oauthledger.events.settings import load_settings
+    from oauthledger.services.deps import build_deps
+
+    settings = load_settings({"OAUTHLEDGER_DATA_DIR": str(tmp_path),
+                              **{f"OAUTHLEDGER_{k}": v for k, v in env.items()}})
+    assert settings.is_sqlite and settings.embedded_redis, "embedded deps must touch no server"
+    deps = build_deps(settings, wake=wake)
+    try:
+        yield deps
+    finally:
+        deps.redis.close()
+        deps.store.engine.dispose()
+
+
+@pytest.fixture
+def wakes() -> list[int]:
+    """One entry per wake-up of the projector sent by ``embedded_deps``/``server_deps``."""
+    return []
+
+
+@pytest.fixture
+def embedded_deps(tmp_path: Path, wakes: list[int]) -> Iterator[Any]:
+    """Deps on SQLite and the in-process Redis-compatible store: no server needed."""
+    with embedded_deps_in(tmp_path, wake=lambda: wakes.append(1)) as deps:
+        yield deps
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def server_deps(request: pytest.FixtureRequest, tmp_path: Path, redis_client: redis.Redis,
+                key_layout: KeyLayout, wakes: list[int]) -> Iterator[Any]:
+    """Deps on the real Redis and a migrated store of each backend (a SQLite file, a
+    fresh PostgreSQL schema); fails when a server is unreachable."""
+    url = request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
+    with pg_deps(url, redis_client, key_layout, tmp_path, wake=lambda: wakes.append(1)) as deps:
+        yield deps

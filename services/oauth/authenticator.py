@@ -373,10 +373,6 @@ class Authenticator:
         if status != "active":
             raise OAuthProblem("token_rejected", f"this access token is {status}")
 
-    def check_verifier(self, req: SignedRequest, token: TokenState) -> None:
-        """RFC 5849 §2.3: see :func:`require_verifier`."""
-        require_verifier(self.sealer, token, req.verifier)
-
     def consume_nonce(self, req: SignedRequest) -> None:
         """RFC 5849 §3.3: record the nonce per (consumer, token, timestamp, nonce); a
         repeat is ``nonce_used``. Call only after the signature verified."""

@@ -1,14 +1,18 @@
-"""The authenticator against real Redis (read model) and a real store (SQLite and
-PostgreSQL): events are appended, folded, published, and signed requests made by
-client libraries (oauthlib, authlib) go through authenticate_resource."""
+"""The authenticator on a store and a read model: events are appended, folded,
+published, and signed requests made by client libraries (oauthlib, authlib) go through
+authenticate_resource.
+
+Shared by both tiers: ``deps`` is the embedded Deps (SQLite + in-process Redis) in
+tests/unit/conftest.py, and the real-server Deps in
+tests/integration/test_app_services_servers.py, which runs these same functions."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 from authlib.oauth1 import SIGNATURE_RSA_SHA1, ClientAuth
@@ -18,11 +22,11 @@ from oauthlib.oauth1 import Client
 
 from oauthledger.events import catalog as ev
 from oauthledger.events.readmodel import ReadModel
-from oauthledger.events.sealing import KeyRing, Sealer
-from oauthledger.events.settings import Settings
+from oauthledger.events.sealing import Sealer
 from oauthledger.events.state import consumer_stream, fold_stream, token_stream
 from oauthledger.events.store import EventStore
-from oauthledger.services.oauth.authenticator import Authenticator
+from oauthledger.services.deps import Deps
+from oauthledger.services.oauth.authenticator import Authenticator, require_verifier
 from oauthledger.services.oauth.problems import OAuthProblem
 from oauthledger.services.oauth.request import SignedRequest, parse_request
 
@@ -90,15 +94,13 @@ class World:
 
 
 @pytest.fixture
-def world(store: EventStore, read_model: ReadModel, tmp_path: Path) -> World:
-    sealer = Sealer(KeyRing.generate())
-    settings = Settings(
-        data_dir=tmp_path, database_url="unused", redis_url="redis://unused",
-        broker_url=None, secret_key_file=tmp_path / "keys.json", base_url=None,
-        timestamp_window=WINDOW,
-    )
-    w = World(store=store, read_model=read_model, sealer=sealer, auth=None)  # type: ignore[arg-type]
-    w.auth = Authenticator(read_model=read_model, store=store, sealer=sealer,
+def world(deps: Deps) -> World:
+    """The store, read model and sealer of ``deps``, with an authenticator on the test's
+    clock and a timestamp window of :data:`WINDOW`."""
+    settings = dataclasses.replace(deps.settings, timestamp_window=WINDOW)
+    w = World(store=deps.store, read_model=deps.read_model, sealer=deps.sealer,
+              auth=None)  # type: ignore[arg-type]
+    w.auth = Authenticator(read_model=deps.read_model, store=deps.store, sealer=deps.sealer,
                            settings=settings, clock=w.now)
     return w
 
@@ -431,9 +433,9 @@ def test_check_signed_for_access_token_step(world: World) -> None:
         consumer, token = world.auth.load(ck, "rq")
         req = signed(ck, "rq", url=url, http_method="POST")
         world.auth.check_signed(req, consumer, token, https=True, token_kind="request")
-        world.auth.check_verifier(
-            parse_request("POST", url + "?oauth_verifier=v123",
-                          {"Authorization": _auth_header(req)}, b"", None), token)
+        require_verifier(world.sealer, token, parse_request(
+            "POST", url + "?oauth_verifier=v123",
+            {"Authorization": _auth_header(req)}, b"", None).verifier)
 
     with pytest.raises(OAuthProblem) as info:
         check()
@@ -443,7 +445,8 @@ def test_check_signed_for_access_token_step(world: World) -> None:
     check()  # approved, signature and verifier fine
     consumer, token = world.auth.load(ck, "rq")
     with pytest.raises(OAuthProblem) as info:
-        world.auth.check_verifier(signed(ck, "rq", url=url + "?oauth_verifier=nope"), token)
+        require_verifier(world.sealer, token,
+                         signed(ck, "rq", url=url + "?oauth_verifier=nope").verifier)
     assert info.value.problem == "token_rejected"
     world.store.append(token_stream("rq"), None, [ev.RequestTokenExchanged(
         token="rq", access_token="at-x")])
