@@ -19,9 +19,16 @@ from typing import Any
 
 import orjson
 
-from oauthledger.events.catalog import EVENT_TYPES
-from oauthledger.events.state import ConsumerState, TokenState, fold, fold_stream, token_stream
+from oauthledger.events.state import (
+    ConsumerState,
+    State,
+    TokenState,
+    fold,
+    fold_stream,
+    token_stream,
+)
 from oauthledger.events.store import EventStore, RecordedEvent
+from oauthledger.events.token_lifecycle import TRANSITIONS, Transition
 
 TOKEN_PREFIX = "token-"
 
@@ -64,14 +71,15 @@ class FastReplay:
     for :func:`state_at`), like :class:`oauthledger.events.state.Replay`, but several times faster:
     the token events (nearly all of a large log) update a plain dict per stream instead
     of building an event object and a new frozen state per event, and the frozen states
-    are built once at the end.
+    are built once at the end. The token events' fast paths are built from the token
+    lifecycle table (:mod:`oauthledger.events.token_lifecycle`).
     Every other event, and any row that needs upcasting, goes through
     :func:`oauthledger.events.state.fold` itself.
-    ``tests/unit/test_projection_replay.py`` checks the
-    result equals ``Replay``'s for every event type."""
+    ``tests/unit/test_projection_replay.py`` and ``tests/unit/test_token_lifecycle.py``
+    check the result equals ``Replay``'s for every event type."""
 
     def __init__(self) -> None:
-        self.states: dict[str, Any] = {}
+        self.states: dict[str, dict[str, Any] | State] = {}
         self.position = 0
         self.count = 0
         self._meta = ""
@@ -102,65 +110,59 @@ class FastReplay:
             if new is not None:
                 self.states[sid] = new
                 return
-        if type(state) is dict:
+        if isinstance(state, dict):
             state = TokenState(**state)
         self.states[sid] = fold(state, rec)
 
-    def final_states(self) -> list[Any]:
+    def final_states(self) -> list[State]:
         """Every stream's state as the frozen state classes."""
-        return [TokenState(**s) if type(s) is dict else s for s in self.states.values()]
+        return [TokenState(**s) if isinstance(s, dict) else s for s in self.states.values()]
 
 
-def _request_issued(r: FastReplay, state: Any, d: dict, rec: RecordedEvent) -> dict:
-    return {
-        "token": d["token"], "kind": "request", "consumer_key": d["consumer_key"],
-        "secret_sealed": d["secret_sealed"], "status": "pending",
-        "expires_at": d["expires_at"], "issued_at": r.record_time(rec),
-        "callback": d["callback"], "version": rec.stream_version,
-    }
+# A fast-path handler: (replay, the stream's state dict or None, the row's data, the
+# record) -> the new state dict, or None to leave the row to the reference fold.
+Handler = Callable[["FastReplay", dict[str, Any] | None, dict[str, Any], RecordedEvent],
+                   dict[str, Any] | None]
 
 
-def _access_issued(r: FastReplay, state: Any, d: dict, rec: RecordedEvent) -> dict:
-    return {
-        "token": d["token"], "kind": "access", "consumer_key": d["consumer_key"],
-        "secret_sealed": d["secret_sealed"], "status": "active",
-        "expires_at": d["expires_at"], "issued_at": r.record_time(rec), "user": d["user"],
-        "session_handle_hash": d["session_handle_hash"],
-        "authorization_expires_at": d["authorization_expires_at"],
-        "request_token": d.get("request_token"), "renewed_from": d.get("renewed_from"),
-        "version": rec.stream_version,
-    }
+def _handler(transition: Transition) -> Handler:
+    """The fast path of one token event type, from its lifecycle transition: the same
+    fields :func:`oauthledger.events.state.fold_token` sets, read from the row's data."""
+    defaults = transition.event_defaults()
+    required = tuple((name, src) for name, src in transition.sets if src not in defaults)
+    optional = tuple((name, src, defaults[src]) for name, src in transition.sets
+                     if src in defaults)
+    kind, status = transition.kind, transition.status
 
+    def opening(r: FastReplay, state: dict[str, Any] | None, d: dict[str, Any],
+                rec: RecordedEvent) -> dict[str, Any]:
+        new = {"kind": kind, "status": status, "issued_at": r.record_time(rec),
+               "version": rec.stream_version}
+        for name, src in required:
+            new[name] = d[src]
+        for name, src, default in optional:
+            new[name] = d.get(src, default)
+        return new
 
-def _update(**fixed: Any) -> Callable[..., dict | None]:
-    """A handler that sets ``fixed`` fields and copies ``{field: data key}`` ones."""
-    copies = fixed.pop("copy", {})
-
-    def handler(r: FastReplay, state: Any, d: dict, rec: RecordedEvent) -> dict | None:
+    def updating(r: FastReplay, state: dict[str, Any] | None, d: dict[str, Any],
+                 rec: RecordedEvent) -> dict[str, Any] | None:
         if state is None:
             return None  # the reference fold reports the broken stream
-        state.update(fixed)
-        for name, key in copies.items():
-            state[name] = d[key]
+        # A row missing a field raises KeyError here and the reference fold then raises
+        # its precise error, so a half-updated dict is never kept.
+        for name, src in required:
+            state[name] = d[src]
+        for name, src, default in optional:
+            state[name] = d.get(src, default)
+        state["status"] = status
         state["version"] = rec.stream_version
         return state
 
-    return handler
+    return opening if transition.opens else updating
 
 
-_FAST_REPLAY: dict[str, Callable[..., dict | None]] = {
-    "RequestTokenIssued": _request_issued,
-    "AccessTokenIssued": _access_issued,
-    "TokenApproved": _update(status="approved",
-                             copy={"user": "user", "verifier_sealed": "verifier_sealed"}),
-    "TokenDenied": _update(status="denied", copy={"user": "user"}),
-    "RequestTokenExchanged": _update(status="exchanged", copy={"successor": "access_token"}),
-    "RequestTokenExpired": _update(status="expired"),
-    "AccessTokenExpired": _update(status="expired"),
-    "AccessTokenRenewed": _update(status="renewed", copy={"successor": "new_token"}),
-    "AccessTokenRevoked": _update(status="revoked"),
-}
-_FAST_REPLAY_SCHEMA = {name: EVENT_TYPES[name].SCHEMA_VERSION for name in _FAST_REPLAY}
+_FAST_REPLAY: dict[str, Handler] = {t.name: _handler(t) for t in TRANSITIONS}
+_FAST_REPLAY_SCHEMA = {t.name: t.event.SCHEMA_VERSION for t in TRANSITIONS}
 
 
 # -- state at a moment ----------------------------------------------------------------------
@@ -295,6 +297,7 @@ def token_history(store: EventStore, token: str) -> list[Entry]:
             continue
         records += stream
         state = fold_stream(stream)
+        assert isinstance(state, TokenState)  # a token stream with events
         todo += [t for t in _linked(state) if t not in seen]
     records.sort(key=lambda r: r.position)
     return [_entry(r) for r in records]
@@ -338,6 +341,8 @@ def user_grants(store: EventStore, user: str) -> list[Grant]:
     for sid in mine:
         history = store.read_stream(sid)
         root = fold_stream(history)
+        assert isinstance(root, TokenState)  # a token stream with events
+        last_state: TokenState | None
         if root.kind == "request":
             decided = next((r for r in history if r.type in ("TokenApproved", "TokenDenied")),
                            None)
@@ -359,7 +364,9 @@ def user_grants(store: EventStore, user: str) -> list[Grant]:
                 break
             grant.access_tokens.append(current)
             last_records = records
-            last_state = fold_stream(records)
+            folded = fold_stream(records)
+            assert isinstance(folded, TokenState)  # a token stream with events
+            last_state = folded
             current = last_state.successor if last_state.status == "renewed" else None
         grant.outcome, grant.ended_at, grant.ended_by = _outcome(last_state, last_records)
         grants.append(grant)

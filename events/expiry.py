@@ -71,6 +71,7 @@ def sweep_expired(
             state = fold_stream(records)
             if state is None:  # not in the log: an index entry without truth behind it
                 continue
+            assert isinstance(state, TokenState)  # a token stream
             if state.expires_at > now:
                 continue  # the index holds ms rounded up; a float edge: not due yet
             event = _expired_event(state, now)

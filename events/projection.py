@@ -1,17 +1,21 @@
 """The projector: follows the log from a checkpoint into the Redis read model; compares
 two namespaces. Rebuilding from scratch into a fresh namespace is :mod:`oauthledger.events.rebuild`.
 
-Rules implemented here (DESIGN.md, "Consistency rules"):
+Consistency rules implemented here (docs/design.md, "Consistency rules"):
 
-- Rule 1: the log is the only truth. A namespace without a checkpoint (Redis flushed or
+- The log is the truth. A namespace without a checkpoint (Redis flushed or
   restarted) is never projected "from 0" into a half-empty keyspace — front ends keep
   writing their own states into it, so it would look complete while missing everything
   else. Instead one rebuild (guarded by a Redis lock) replays the whole log into a fresh
   namespace and switches ``<prefix>:active`` atomically.
-- Rule 4: projection is idempotent and checkpointed. Every batch folds the *full* streams
-  it touches up to the batch's last position and writes them with the version-guarded
-  apply script, which raises the checkpoint in the same script. Any number of projectors,
-  in any order, with duplicated or lost wake-ups, converge on the same keys.
+- Idempotent projection: each step is :func:`oauthledger.events.catchup.project_into`,
+  which folds the *full* streams a batch touches and writes them version-guarded with
+  the checkpoint.
+
+Imports go one way: this module -> :mod:`oauthledger.events.rebuild` ->
+:mod:`oauthledger.events.rebuild_workers`; what they share (the lock, the rebuild errors,
+the projection step) lives in :mod:`oauthledger.events.rebuild_lock` and
+:mod:`oauthledger.events.catchup`.
 """
 
 from __future__ import annotations
@@ -19,38 +23,24 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import redis
 
+from oauthledger.events.catchup import project_into
 from oauthledger.events.keys import KeyLayout
 from oauthledger.events.readmodel import (
     ReadModel,
     expiry_entries,
-    iter_states,
 )
-from oauthledger.events.state import fold_stream
-from oauthledger.events.store import EventStore, RecordedEvent
 
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-_EXTEND = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-"""
-
-
-class RebuildBusy(Exception):
-    """Another rebuild holds the lock."""
-
-
-class RebuildInterrupted(Exception):
-    """The namespace being built was taken away (Redis flushed, or a newer rebuild)."""
+# Re-exported: callers that import them from here (the CLI, benchmarks) keep working.
+from oauthledger.events.rebuild import RebuildResult as RebuildResult
+from oauthledger.events.rebuild import delete_namespace as delete_namespace
+from oauthledger.events.rebuild import rebuild
+from oauthledger.events.rebuild_lock import RebuildBusy, RebuildInterrupted, RedisLock
+from oauthledger.events.store import EventStore
 
 
 @dataclass(frozen=True)
@@ -71,30 +61,6 @@ class ProjectResult:
 
 
 @dataclass(frozen=True)
-class RebuildResult:
-    """What a rebuild did."""
-
-    namespace: str  # the new live namespace
-    replaced: str  # the namespace it replaced (deleted)
-    events: int  # events replayed
-    entities: int  # entity states written
-    checkpoint: int
-    seconds: float  # until the new namespace is live and caught up
-    cleanup_seconds: float = 0.0  # deleting the replaced namespace afterwards
-    workers: int = 1  # processes that read, folded and wrote (events.rebuild)
-
-    @property
-    def rate(self) -> float:
-        """Events replayed per second (read, fold, write, catch-up and switch; the
-        deletion of the replaced namespace afterwards is counted apart)."""
-        return self.events / self.seconds if self.seconds > 0 else float("inf")
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-friendly form (Celery task results)."""
-        return dict(self.__dict__)
-
-
-@dataclass(frozen=True)
 class Difference:
     """One key whose content differs between two namespaces (relative key name)."""
 
@@ -104,57 +70,6 @@ class Difference:
 
 
 # -- projecting ------------------------------------------------------------------------
-
-
-def _states_for_batch(
-    store: EventStore, batch: list[RecordedEvent]
-) -> list[Any]:
-    """Fold every stream the batch touches, from its first event up to the batch's last
-    position: a stream's state then never depends on what an earlier batch wrote.
-    A stream whose first event (version 1) is in the batch is folded from the batch
-    alone — the batch holds every position up to its last, so it holds the whole stream
-    up to there; only streams that began earlier are loaded from the store."""
-    last = batch[-1].position
-    by_stream: dict[str, list[RecordedEvent]] = {}
-    for rec in batch:
-        by_stream.setdefault(rec.stream_id, []).append(rec)
-    older = sorted(sid for sid, recs in by_stream.items() if recs[0].stream_version != 1)
-    if older:
-        for sid, records in store.read_streams(older).items():
-            by_stream[sid] = [rec for rec in records if rec.position <= last]
-    return iter_states([fold_stream(records) for records in by_stream.values()])
-
-
-def project_into(
-    store: EventStore, read_model: ReadModel, namespace: str, after: int,
-    batch_size: int = 1000, until: int | None = None,
-    on_batch: Callable[[], object] | None = None,
-) -> tuple[int, int, int]:
-    """Project events after position ``after`` (up to ``until``) into ``namespace``.
-
-    Returns (events read, states applied, last position). Raises
-    :class:`RebuildInterrupted` if the namespace stopped being live or building."""
-    events = applied = 0
-    position = after
-    while until is None or position < until:
-        limit = batch_size if until is None else min(batch_size, until - position)
-        batch = list(store.read_all(position, limit=limit, batch_size=limit))
-        if not batch:
-            break
-        n = read_model.apply(
-            _states_for_batch(store, batch), checkpoint=batch[-1].position,
-            namespace=namespace,
-        )
-        if n < 0:
-            raise RebuildInterrupted(f"namespace {namespace} was retired while projecting")
-        events += len(batch)
-        applied += n
-        position = batch[-1].position
-        if on_batch is not None:
-            on_batch()
-        if len(batch) < limit:
-            break
-    return events, applied, position
 
 
 def project_pending(
@@ -172,9 +87,6 @@ def project_pending(
         if start is None:
             if not rebuild_if_missing:
                 return ProjectResult(ns, None, None, 0, 0)
-            # Imported here: events.rebuild builds on this module (project_into, _Lock).
-            from oauthledger.events.rebuild import rebuild
-
             try:
                 result = rebuild(store, read_model)
             except RebuildBusy:
@@ -199,8 +111,9 @@ def project_pending(
 # same events: the queue, not the work, sets the lag. Instead one projector at a time
 # holds <prefix>:proj-lock and loops while wake-ups keep arriving; a wake-up that finds
 # it busy only sets <prefix>:proj-pending (one Redis call) and returns. Correctness does
-# not depend on the lock (projection is idempotent and version-guarded, rule 4): if a
-# holder stalls past the TTL, a second projector simply runs too.
+# not depend on the lock (projection is idempotent and version-guarded, docs/design.md,
+# "Idempotent projection"): if a holder stalls past the TTL, a second projector simply
+# runs too.
 PROJECTOR_LOCK_TTL_MS = 3000
 # KEYS: lock, pending, recheck. ARGV: owner, ttl_ms.
 # -1: acquired. -2: busy, flagged. >= 0: busy, flagged, and this caller should schedule
@@ -256,7 +169,7 @@ def project_coalesced(
     got = int(client.eval(_GATE_ENTER, 3, *gate, keys.projector_recheck, owner, ttl_ms))
     if got != -1:
         return CoalescedResult(False, 0, 0, None, got if got >= 0 else None)
-    lock = _Lock(client, keys.projector_lock, ttl_ms, token=owner)
+    lock = RedisLock(client, keys.projector_lock, ttl_ms, token=owner)
     rounds = events = 0
     checkpoint = None
     try:
@@ -271,42 +184,6 @@ def project_coalesced(
     finally:
         lock.release()  # no-op when the leave script released it already
     return CoalescedResult(True, rounds, events, checkpoint, None)
-
-
-# -- locks and namespaces ----------------------------------------------------------------
-
-
-@dataclass
-class _Lock:
-    """A Redis lock with an owner token (SET NX PX; released/extended only by its owner)."""
-
-    client: redis.Redis
-    key: str
-    ttl_ms: int
-    token: str = field(default_factory=lambda: uuid.uuid4().hex)
-
-    def acquire(self) -> bool:
-        return bool(self.client.set(self.key, self.token, nx=True, px=self.ttl_ms))
-
-    def extend(self) -> bool:
-        return bool(self.client.eval(_EXTEND, 1, self.key, self.token, self.ttl_ms))
-
-    def release(self) -> None:
-        self.client.eval(_RELEASE, 1, self.key, self.token)
-
-
-def delete_namespace(client: redis.Redis, ns: str) -> int:
-    """Delete every key of namespace ``ns`` (SCAN + UNLINK in batches); returns count."""
-    deleted = 0
-    batch: list[Any] = []
-    for key in client.scan_iter(KeyLayout.namespace_pattern(ns), count=2000):
-        batch.append(key)
-        if len(batch) >= 2000:
-            deleted += client.unlink(*batch)
-            batch = []
-    if batch:
-        deleted += client.unlink(*batch)
-    return deleted
 
 
 # -- inspecting ----------------------------------------------------------------------------

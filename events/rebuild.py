@@ -1,6 +1,8 @@
 """The rebuild: replays the whole log into a fresh Redis namespace and switches
-``<prefix>:active`` to it atomically (DESIGN.md rule 1: a namespace without a checkpoint
-is never projected "from 0"; :func:`oauthledger.events.projection.project_pending` calls this).
+``<prefix>:active`` to it atomically (docs/design.md, "The log is the truth": a namespace
+without a checkpoint is never projected "from 0";
+:func:`oauthledger.events.projection.project_pending` calls this). Imports go one way:
+projection -> this module -> rebuild_workers.
 
 Nearly all of the work (reading rows, folding, encoding one value per stream) is Python
 CPU, so it is split over processes. The log up to ``H`` (the head when the rebuild
@@ -23,42 +25,35 @@ while the workers write their keys.
 from __future__ import annotations
 
 import contextlib
-import math
-import operator
 import os
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 import redis
 
-from oauthledger.events.catalog import EVENT_TYPES
-from oauthledger.events.keys import KeyLayout
-from oauthledger.events.projection import (
-    RebuildBusy,
-    RebuildInterrupted,
-    RebuildResult,
-    _Lock,
-    delete_namespace,
-    project_into,
-)
-from oauthledger.events.readmodel import (
-    EXPIRED_TOKEN_GRACE,
+from oauthledger.events.catchup import project_into
+from oauthledger.events.expiry_index import (
     EXPIRY_WINDOW_MS,
     INDEX_LUA,
-    ReadModel,
     bucket_layout,
+    expiry_hours,
+)
+from oauthledger.events.keys import KeyLayout
+from oauthledger.events.readmodel import (
+    EXPIRED_TOKEN_GRACE,
+    ReadModel,
     encode,
-    encode_token,
     entity_of,
     iter_states,
-    token_hash,
     token_index_args,
 )
+from oauthledger.events.rebuild_lock import RebuildBusy, RebuildInterrupted, RedisLock
 from oauthledger.events.rebuild_workers import (
     ChainBroken,
     Context,
@@ -69,8 +64,10 @@ from oauthledger.events.rebuild_workers import (
     client_factory,
     reconnect_store,
 )
-from oauthledger.events.state import TokenState, fold, fold_stream
+from oauthledger.events.state import State, TokenState, fold, fold_stream
 from oauthledger.events.store import EventStore, RecordedEvent
+from oauthledger.events.token_codec import encode_token
+from oauthledger.events.token_lifecycle import TRANSITIONS, Transition
 
 # How long the rebuild lock lives without being extended. A rebuild extends it after
 # every chunk, so only a rebuild that died (kill -9) lets it lapse.
@@ -152,28 +149,71 @@ return old
 """
 
 
+@dataclass(frozen=True)
+class RebuildResult:
+    """What a rebuild did."""
+
+    namespace: str  # the new live namespace
+    replaced: str  # the namespace it replaced (deleted)
+    events: int  # events replayed
+    entities: int  # entity states written
+    checkpoint: int
+    seconds: float  # until the new namespace is live and caught up
+    cleanup_seconds: float = 0.0  # deleting the replaced namespace afterwards
+    workers: int = 1  # processes that read, folded and wrote (this module)
+
+    @property
+    def rate(self) -> float:
+        """Events replayed per second (read, fold, write, catch-up and switch; the
+        deletion of the replaced namespace afterwards is counted apart)."""
+        return self.events / self.seconds if self.seconds > 0 else float("inf")
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly form (Celery task results)."""
+        return dict(self.__dict__)
+
+
 # -- the fold ------------------------------------------------------------------------------
 
-# Token event types the rebuild folds on plain lists (nearly all of a large log), and the
-# schema version each fast path is written for (older rows go through the reference
-# fold, which upcasts). Everything else goes through events.state.fold itself.
-_ISSUE_REQUEST, _ISSUE_ACCESS, _APPROVED, _DENIED, _SET_STATUS = range(5)
-_FAST_TYPES: dict[str, tuple[int, str | None]] = {
-    "RequestTokenIssued": (_ISSUE_REQUEST, None),
-    "AccessTokenIssued": (_ISSUE_ACCESS, None),
-    "TokenApproved": (_APPROVED, "approved"),
-    "TokenDenied": (_DENIED, "denied"),
-    "RequestTokenExchanged": (_SET_STATUS, "exchanged"),
-    "RequestTokenExpired": (_SET_STATUS, "expired"),
-    "AccessTokenExpired": (_SET_STATUS, "expired"),
-    "AccessTokenRenewed": (_SET_STATUS, "renewed"),
-    "AccessTokenRevoked": (_SET_STATUS, "revoked"),
-}
-_FAST_SCHEMA = {name: EVENT_TYPES[name].SCHEMA_VERSION for name in _FAST_TYPES}
 # A token being folded: [token, kind, status, consumer_key, secret_sealed, expires_at,
 # issued_at, user, version] — exactly the fields the read model stores
 # (events.readmodel.TOKEN_FIELDS_NOT_IN_REDIS are not tracked).
+_ROW_FIELDS = ("token", "kind", "status", "consumer_key", "secret_sealed", "expires_at",
+               "issued_at", "user", "version")
 _TOKEN, _KIND, _STATUS, _CONSUMER, _SECRET, _EXPIRES, _ISSUED, _USER, _VERSION = range(9)
+
+
+class RowTransition(NamedTuple):
+    """A token lifecycle transition (:mod:`oauthledger.events.token_lifecycle`) as the
+    rebuild applies it to a token's row."""
+
+    schema: int  # the schema version the fast path reads; older rows are upcast
+    opens: bool  # builds the row (from ``template``) rather than updating it
+    status: str
+    template: list[Any]  # an opening event's row before the event's values are set
+    copies: tuple[tuple[int, str], ...]  # (row index, data key) the event sets
+    optional: tuple[tuple[int, str, Any], ...]  # the same, for keys with a default
+
+
+def row_transition(transition: Transition) -> RowTransition:
+    """How ``transition`` changes a token's row: the fields of its ``sets`` the read
+    model stores (the others are not tracked)."""
+    index = {name: i for i, name in enumerate(_ROW_FIELDS)}
+    defaults = transition.event_defaults()
+    tracked = [(index[name], src) for name, src in transition.sets if name in index]
+    template: list[Any] = [None] * len(_ROW_FIELDS)
+    template[_KIND], template[_STATUS] = transition.kind, transition.status
+    return RowTransition(
+        schema=transition.event.SCHEMA_VERSION, opens=transition.opens,
+        status=transition.status, template=template,
+        copies=tuple((i, src) for i, src in tracked if src not in defaults),
+        optional=tuple((i, src, defaults[src]) for i, src in tracked if src in defaults),
+    )
+
+
+# Token event types the rebuild folds on plain lists (nearly all of a large log), built
+# from the token lifecycle table. Everything else goes through events.state.fold itself.
+_FAST_TYPES: dict[str, RowTransition] = {t.name: row_transition(t) for t in TRANSITIONS}
 
 RawRow = tuple  # (position, stream_id, stream_version, type, schema_version, data, metadata)
 
@@ -184,13 +224,15 @@ class RowReplay:
     stream holding only the fields Redis stores; every other event, and any token stream
     the fast path cannot fold (an older schema, a malformed row, an event before the
     stream's first), goes through :func:`oauthledger.events.state.fold` itself (the latter by
-    re-reading the stream from the store, so errors are the reference fold's).
-    ``tests/unit/test_projection_replay.py`` checks the written values equal those of
-    the reference fold for every event type."""
+    re-reading the stream from the store, so errors are the reference fold's). The token
+    events' fast paths are built from the token lifecycle table
+    (:mod:`oauthledger.events.token_lifecycle`).
+    ``tests/unit/test_projection_replay.py`` and ``tests/unit/test_token_lifecycle.py``
+    check the written values equal those of the reference fold for every event type."""
 
     def __init__(self, forwarding: bool = False) -> None:
         self.tokens: dict[str, list[Any]] = {}
-        self.others: dict[str, Any] = {}
+        self.others: dict[str, State | None] = {}
         self.slow: set[str] = set()
         self.position = 0
         self.count = 0  # rows folded here (not counting rows forwarded)
@@ -204,7 +246,7 @@ class RowReplay:
     def feed(self, rows: Iterable[RawRow]) -> None:
         """Fold a batch of rows (position order)."""
         tokens, slow, others = self.tokens, self.slow, self.others
-        fast, schemas, loads = _FAST_TYPES, _FAST_SCHEMA, orjson.loads
+        fast, loads = _FAST_TYPES, orjson.loads
         foreign = self.foreign
         forwarded = len(foreign) if foreign is not None else 0
         n = 0
@@ -213,12 +255,15 @@ class RowReplay:
             n += 1
             pos, sid, ver, typ, schema, data, meta = row
             how = fast.get(typ)
-            if how is None or schema != schemas[typ] or sid in slow or sid in others:
+            if how is None or sid in slow or sid in others:
                 self._reference(row)
                 continue
-            code, status = how
+            wanted, opens, status, template, copies, optional = how
+            if schema != wanted:
+                self._reference(row)
+                continue
             try:
-                if code <= _ISSUE_ACCESS:
+                if opens:
                     if ver != 1 and foreign is not None and sid not in tokens:
                         foreign.append(row)
                         continue
@@ -226,20 +271,26 @@ class RowReplay:
                     if meta != self._meta:
                         self._time = datetime.fromisoformat(loads(meta)["time"]).timestamp()
                         self._meta = meta
-                    if code == _ISSUE_REQUEST:
-                        tokens[sid] = [d["token"], "request", "pending", d["consumer_key"],
-                                       d["secret_sealed"], d["expires_at"], self._time, None,
-                                       ver]
-                    else:
-                        tokens[sid] = [d["token"], "access", "active", d["consumer_key"],
-                                       d["secret_sealed"], d["expires_at"], self._time,
-                                       d["user"], ver]
+                    st = template.copy()
+                    for i, key in copies:
+                        st[i] = d[key]
+                    if optional:
+                        for i, key, default in optional:
+                            st[i] = d.get(key, default)
+                    st[_ISSUED] = self._time
+                    st[_VERSION] = ver
+                    tokens[sid] = st
                     continue
                 st = tokens[sid]
-                if code == _SET_STATUS:
-                    loads(data)  # the reference fold decodes every row: so does this one
-                else:
-                    st[_USER] = loads(data)["user"]
+                # The reference fold decodes every row, even one setting no field stored
+                # here: so does this one (a corrupt row fails the same way).
+                d = loads(data)
+                if copies:
+                    for i, key in copies:
+                        st[i] = d[key]
+                if optional:
+                    for i, key, default in optional:
+                        st[i] = d.get(key, default)
                 st[_STATUS] = status
                 st[_VERSION] = ver
             except (ValueError, KeyError, TypeError):
@@ -279,7 +330,7 @@ class RowReplay:
         """How many streams were folded (an upper bound of the entities written)."""
         return len(self.tokens) + len(self.others)
 
-    def states(self) -> list[Any]:
+    def states(self) -> list[State]:
         """Every stream's state as the frozen state classes (tests, inspection)."""
         out = [TokenState(token=t[_TOKEN], kind=t[_KIND], status=t[_STATUS],
                           consumer_key=t[_CONSUMER], secret_sealed=t[_SECRET],
@@ -352,34 +403,6 @@ class RowReplay:
             yield _BULK, n, args
         for i in range(0, len(requests), 2 * chunk):
             yield _BULK_REQUESTS, 0, [namespace, *requests[i:i + 2 * chunk]]
-
-
-# The expiry-bucket hash (events.readmodel.token_hash, thash in the Lua) of a token's
-# last 16 bytes, as one dot product: sum(byte * 31^k) mod 2^20.
-_HASH_POWERS = [pow(31, 15 - i, 1 << 20) for i in range(16)]
-
-
-def _token_hash(token: str) -> int:
-    tail = token.encode("utf-8")[-16:]
-    if len(tail) < 16:
-        return token_hash(token)
-    return sum(map(operator.mul, tail, _HASH_POWERS)) & 0xFFFFF
-
-
-def expiry_hours(tokens: Iterable[tuple[str, float]]) -> dict[int, list[Any]]:
-    """Active access tokens ``(token, expires_at)`` by expiry hour:
-    {hour: [token, ms, hash, token, ms, hash, ...]}, ms rounded up as the index holds
-    them (:func:`oauthledger.events.readmodel.expiry_ms`)."""
-    hours: dict[int, list[Any]] = {}
-    ceil = math.ceil
-    for token, expires in tokens:
-        ms = ceil(expires * 1000)
-        hour = ms // EXPIRY_WINDOW_MS
-        entries = hours.get(hour)
-        if entries is None:
-            entries = hours[hour] = []
-        entries += (token, ms, _token_hash(token))
-    return hours
 
 
 def index_calls(namespace: str, hours: dict[int, list[Any]], chunk: int
@@ -511,7 +534,7 @@ def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
 
 
 def _write_bulk(client: redis.Redis, keys: KeyLayout,
-                calls: Iterator[tuple[str, int, list[Any]]], lock: _Lock,
+                calls: Iterator[tuple[str, int, list[Any]]], lock: RedisLock,
                 report: Callable[[int], None] | None = None) -> int:
     """Send the bulk calls in pipelines of :data:`_PIPELINE_CALLS`, from a second
     thread, so encoding the next pipeline (Python) overlaps Redis executing the last one.
@@ -552,6 +575,20 @@ def _write_bulk(client: redis.Redis, keys: KeyLayout,
     return written
 
 
+def delete_namespace(client: redis.Redis, ns: str) -> int:
+    """Delete every key of namespace ``ns`` (SCAN + UNLINK in batches); returns count."""
+    deleted = 0
+    batch: list[Any] = []
+    for key in client.scan_iter(KeyLayout.namespace_pattern(ns), count=2000):
+        batch.append(key)
+        if len(batch) >= 2000:
+            deleted += client.unlink(*batch)
+            batch = []
+    if batch:
+        deleted += client.unlink(*batch)
+    return deleted
+
+
 # -- the rebuild -----------------------------------------------------------------------------
 
 
@@ -585,7 +622,7 @@ def rebuild(
     rebuild, which deletes it, as when a one-process rebuild fails."""
     client = read_model.redis
     keys = read_model.keys
-    lock = _Lock(client, keys.rebuild_lock, REBUILD_LOCK_TTL_MS)
+    lock = RedisLock(client, keys.rebuild_lock, REBUILD_LOCK_TTL_MS)
     if not lock.acquire():
         raise RebuildBusy("another rebuild is running")
     started = time.perf_counter()
@@ -652,7 +689,7 @@ def _worker_run(store: EventStore, make_client: Callable[[], redis.Redis],
     def run(ctx: Context) -> None:
         reconnect_store(store)
         client = make_client()
-        lock = _Lock(client, keys.rebuild_lock, REBUILD_LOCK_TTL_MS, token=lock_token)
+        lock = RedisLock(client, keys.rebuild_lock, REBUILD_LOCK_TTL_MS, token=lock_token)
         after, until = spans[ctx.partition]
         replay = fold_range(store, RowReplay(forwarding=True), after, until, head,
                             ctx.inbox, ctx.outbox, lambda r: ctx.progress(replayed=r.count),
@@ -667,7 +704,7 @@ def _worker_run(store: EventStore, make_client: Callable[[], redis.Redis],
 
 
 def _rebuild_here(store: EventStore, client: redis.Redis, keys: KeyLayout, ns: str,
-                  head: int, parts: int, pool: Workers | None, lock: _Lock,
+                  head: int, parts: int, pool: Workers | None, lock: RedisLock,
                   progress: ProgressFn | None) -> tuple[int, int]:
     """The parent's share: fold range 0 (or everything) and the rows forwarded to it,
     write its entities, then the expiry index of all ranges; wait for the workers.

@@ -38,7 +38,7 @@ from typing import Any, BinaryIO, NoReturn
 
 import redis
 
-from oauthledger.events.projection import RebuildInterrupted
+from oauthledger.events.rebuild_lock import RebuildInterrupted
 from oauthledger.events.store import EventStore
 
 

@@ -14,10 +14,11 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from oauthledger.events import catalog as ev
 from oauthledger.events.store import RecordedEvent
+from oauthledger.events.token_lifecycle import BY_EVENT, Transition
 
 
 def consumer_stream(key: str) -> str:
@@ -68,8 +69,7 @@ class ConsumerState:
     version: int = 0
 
 
-# Request-token statuses: pending -> approved | denied -> exchanged; pending -> expired.
-# Access-token statuses: active -> revoked | expired | renewed.
+# Statuses, and which event moves a token from one to the next: events/token_lifecycle.py.
 @dataclass(frozen=True)
 class TokenState:
     """A request or access token as it stands."""
@@ -150,16 +150,44 @@ State = (
     ConsumerState | TokenState | UserState | InstallationState | ProviderState
     | ResourceServerState
 )
+"""The state of any stream."""
 
 
-def _time(rec: RecordedEvent) -> float:
-    return rec.time
+def fold_token(transition: Transition, state: State | None, event: ev.Event,
+               rec: RecordedEvent) -> TokenState:
+    """Apply one token event as its lifecycle transition says: an opening event builds
+    the token (issued at the record's commit time), any other sets the status and the
+    transition's fields on the token's state before it (TypeError if there is none)."""
+    values = {name: getattr(event, src) for name, src in transition.sets}
+    if transition.opens:
+        return TokenState(kind=transition.kind, status=transition.status,
+                          issued_at=rec.time, version=rec.stream_version, **values)
+    if not isinstance(state, TokenState):
+        raise TypeError(f"{rec.type} at position {rec.position} follows no token state")
+    return dataclasses.replace(state, status=transition.status, version=rec.stream_version,
+                               **values)
 
 
-def fold(state: Any, rec: RecordedEvent) -> Any:
+_Updated = TypeVar("_Updated", ConsumerState, UserState, ProviderState, ResourceServerState)
+
+
+def _prior(state: State | None, rec: RecordedEvent, cls: type[_Updated]) -> _Updated:
+    """The state an updating event applies to: a ``cls`` (a stream holds one entity
+    kind, its name says which); TypeError otherwise, as ``dataclasses.replace`` raises
+    on None."""
+    if not isinstance(state, cls):
+        raise TypeError(f"{rec.type} at position {rec.position} follows no "
+                        f"{cls.__name__} (its stream's state: {type(state).__name__})")
+    return state
+
+
+def fold(state: State | None, rec: RecordedEvent) -> State:
     """Apply one recorded event to the state of its stream (None before the first)."""
     e = rec.event
     v = rec.stream_version
+    transition = BY_EVENT.get(type(e))
+    if transition is not None:
+        return fold_token(transition, state, e, rec)
     match e:
         case ev.ConsumerRegistered():
             fields = {f.name: getattr(e, f.name) for f in dataclasses.fields(e)}
@@ -168,51 +196,22 @@ def fold(state: Any, rec: RecordedEvent) -> Any:
             allowed = {f.name for f in dataclasses.fields(ConsumerState)} - {
                 "key", "removed", "version",
             }
-            changes = {k: (tuple(x) if isinstance(x, list) else x)
-                       for k, x in e.changes.items() if k in allowed}
-            return dataclasses.replace(state, **changes, version=v)
+            changes: dict[str, Any] = {k: (tuple(x) if isinstance(x, list) else x)
+                                       for k, x in e.changes.items() if k in allowed}
+            return dataclasses.replace(_prior(state, rec, ConsumerState), **changes, version=v)
         case ev.ConsumerRemoved():
-            return dataclasses.replace(state, removed=True, version=v)
-        case ev.RequestTokenIssued():
-            return TokenState(
-                token=e.token, kind="request", consumer_key=e.consumer_key,
-                secret_sealed=e.secret_sealed, status="pending", expires_at=e.expires_at,
-                issued_at=_time(rec), callback=e.callback, version=v,
-            )
-        case ev.TokenApproved():
-            return dataclasses.replace(
-                state, status="approved", user=e.user, verifier_sealed=e.verifier_sealed,
-                version=v,
-            )
-        case ev.TokenDenied():
-            return dataclasses.replace(state, status="denied", user=e.user, version=v)
-        case ev.RequestTokenExchanged():
-            return dataclasses.replace(
-                state, status="exchanged", successor=e.access_token, version=v
-            )
-        case ev.RequestTokenExpired() | ev.AccessTokenExpired():
-            return dataclasses.replace(state, status="expired", version=v)
-        case ev.AccessTokenIssued():
-            return TokenState(
-                token=e.token, kind="access", consumer_key=e.consumer_key,
-                secret_sealed=e.secret_sealed, status="active", expires_at=e.expires_at,
-                issued_at=_time(rec), user=e.user, session_handle_hash=e.session_handle_hash,
-                authorization_expires_at=e.authorization_expires_at,
-                request_token=e.request_token, renewed_from=e.renewed_from, version=v,
-            )
-        case ev.AccessTokenRenewed():
-            return dataclasses.replace(state, status="renewed", successor=e.new_token, version=v)
-        case ev.AccessTokenRevoked():
-            return dataclasses.replace(state, status="revoked", version=v)
+            return dataclasses.replace(_prior(state, rec, ConsumerState), removed=True,
+                                       version=v)
         case ev.UserRegistered():
             return UserState(
                 name=e.name, display_name=e.display_name, password_hash=e.password_hash,
                 admin=e.admin, version=v,
             )
         case ev.UserPasswordChanged():
-            return dataclasses.replace(state, password_hash=e.password_hash, version=v)
+            return dataclasses.replace(_prior(state, rec, UserState),
+                                       password_hash=e.password_hash, version=v)
         case ev.UserDisabled():
-            return dataclasses.replace(state, disabled=True, version=v)
+            return dataclasses.replace(_prior(state, rec, UserState), disabled=True, version=v)
         case ev.ConsumerInfoChanged():
             return InstallationState(
                 key=e.key, name=e.name, description=e.description, public_key=e.public_key,
@@ -222,19 +221,22 @@ def fold(state: Any, rec: RecordedEvent) -> Any:
             fields = {f.name: getattr(e, f.name) for f in dataclasses.fields(e)}
             return ProviderState(**fields, version=v)
         case ev.ServiceProviderRemoved():
-            return dataclasses.replace(state, removed=True, version=v)
+            return dataclasses.replace(_prior(state, rec, ProviderState), removed=True,
+                                       version=v)
         case ev.ResourceServerCredentialCreated():
             return ResourceServerState(
                 server_id=e.server_id, secret_sealed=e.secret_sealed,
                 description=e.description, version=v,
             )
         case ev.ResourceServerCredentialRemoved():
-            return dataclasses.replace(state, removed=True, version=v)
+            return dataclasses.replace(_prior(state, rec, ResourceServerState), removed=True,
+                                       version=v)
     raise ValueError(f"no fold for {rec.type}")  # pragma: no cover - catalog is closed
 
 
-def fold_stream(records: Iterable[RecordedEvent], state: Any = None) -> Any:
-    """Fold a stream's records (in version order) into its current state."""
+def fold_stream(records: Iterable[RecordedEvent], state: State | None = None) -> State | None:
+    """Fold a stream's records (in version order) into its current state (``state``,
+    None by default, when there are none)."""
     for rec in records:
         state = fold(state, rec)
     return state
@@ -246,10 +248,10 @@ class Replay:
 
     Used by rebuilds and by the audit commands (which stop at a point in time)."""
 
-    states: dict[str, Any] = field(default_factory=dict)
+    states: dict[str, State] = field(default_factory=dict)
     position: int = 0
 
-    def apply(self, rec: RecordedEvent) -> Any:
+    def apply(self, rec: RecordedEvent) -> State:
         """Fold one record into its stream's state and return the new state."""
         new = fold(self.states.get(rec.stream_id), rec)
         self.states[rec.stream_id] = new

@@ -1,20 +1,26 @@
-"""The append-only event store on SQLAlchemy (SQLite for the embedded default,
-PostgreSQL in production).
+"""The append-only event store: its interface, the shared types, and the parts that are
+the same on every backend. One adapter per backend holds the rest (its engine set-up,
+the serialized append with its version checks, its error mapping; the contract is
+:class:`oauthledger.events.store_backend.StoreAdapter`):
 
-Rules it enforces (DESIGN.md, "Events and the store"):
+- :mod:`oauthledger.events.store_sqlite` (``SqliteAdapter``): the embedded default;
+- :mod:`oauthledger.events.store_postgres` (``PostgresAdapter``): production.
+
+``EventStore.from_url(url)`` (and ``EventStore(engine)``) builds the store on the adapter
+of the URL's (engine's) backend. The rules every adapter enforces (docs/event-store.md,
+"Optimistic concurrency" and "Serialization: commit order equals position order"):
+
 - ``append`` is one transaction; UNIQUE(stream_id, stream_version) plus an explicit
   version check give optimistic concurrency: a stale writer gets
   :class:`ConcurrencyConflict`, never a silent overwrite.
-- Appends are serialized (PostgreSQL: a transaction-scoped advisory lock; SQLite:
-  ``BEGIN IMMEDIATE``), positions are assigned under that lock, so commit order equals
-  position order and a follower of ``read_all`` can never skip a late commit.
+- Appends are serialized and positions are assigned under that lock, so commit order
+  equals position order and a follower of ``read_all`` can never skip a late commit.
 - Each row is hash-chained to the previous one (:mod:`oauthledger.events.chain`).
 """
 
 from __future__ import annotations
 
 import json
-import select
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,10 +29,9 @@ from itertools import starmap
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import event as sa_event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.engine.url import make_url
-from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from oauthledger.events.catalog import Event
 from oauthledger.events.chain import canonical_json, row_hash
@@ -37,17 +42,12 @@ from oauthledger.events.errors import (
     StoreUnavailable,
 )
 from oauthledger.events.schema import GENESIS_HASH
+from oauthledger.events.store_backend import StoreAdapter, first_line
+from oauthledger.events.store_postgres import PostgresAdapter
+from oauthledger.events.store_sqlite import SqliteAdapter
 from oauthledger.events.upcasting import decode
 
-# The advisory lock that serializes appends on PostgreSQL: two 32-bit keys, a constant for
-# this application and the OID of the events table, so stores in different schemas (or
-# databases' test schemas) of one server do not serialize against each other. The append
-# function (migration 0002) takes it with this class as its p_lock_class argument.
-APPEND_LOCK_CLASS = 0x0A017E
 ANY_VERSION = None  # expected_version that skips the concurrency check
-# SQLSTATE raised by oauthledger_append (migration 0002) for a stale expected version;
-# its DETAIL is the JSON array [stream_id, expected, actual].
-PG_CONFLICT_SQLSTATE = "OL409"
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,69 +132,67 @@ def safe_url(url: str) -> str:
         return url
 
 
+# The adapter of each SQLAlchemy backend name.
+ADAPTERS: dict[str, type[StoreAdapter]] = {
+    "sqlite": SqliteAdapter,
+    "postgresql": PostgresAdapter,
+}
+
+
+def adapter_for(backend: str) -> type[StoreAdapter]:
+    """The adapter class for a SQLAlchemy backend name (``sqlite``, ``postgresql``).
+    Raises ``ValueError`` for any other."""
+    try:
+        return ADAPTERS[backend]
+    except KeyError:
+        raise ValueError(f"no event store for database backend {backend!r} "
+                         "(sqlite and postgresql are supported)") from None
+
+
 def create_store_engine(url: str) -> Engine:
-    """An engine configured for the store's locking rules. Connects lazily."""
-    if url.startswith("sqlite"):
-        engine = sa.create_engine(
-            url, connect_args={"timeout": 60, "check_same_thread": False}
-        )
-
-        @sa_event.listens_for(engine, "connect")
-        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-            # Let SQLAlchemy, not pysqlite, emit BEGIN, so appends can say IMMEDIATE.
-            dbapi_conn.isolation_level = None
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=FULL")
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.close()
-
-        @sa_event.listens_for(engine, "begin")
-        def _on_begin(conn: Connection) -> None:
-            mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
-            conn.exec_driver_sql(f"BEGIN {mode}")
-
-        return engine
-    engine = sa.create_engine(url, pool_size=10, max_overflow=20)
-
-    @sa_event.listens_for(engine, "checkout")
-    def _on_checkout(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
-        # A PostgreSQL restart (or pg_terminate_backend) must not surface as a failed
-        # request on a connection that died in the pool. SQLAlchemy's pool_pre_ping
-        # would cost a SELECT 1 round trip on every checkout, as much as the append
-        # itself; instead ask the kernel: an idle connection has nothing to read unless
-        # the server sent its goodbye (FATAL message, EOF). DisconnectionError makes the
-        # pool discard the connection and open a fresh one (SQLAlchemy's documented
-        # custom pessimistic check).
-        if _pg_connection_gone(dbapi_conn):
-            raise DisconnectionError("the server closed this pooled connection")
-
-    return engine
-
-
-def _pg_connection_gone(conn: Any) -> bool:
-    """True when an idle psycopg connection is closed, broken, or has bytes waiting
-    (an idle connection only gets those when the server is closing it; a rare notice
-    costs one reconnect, never an error)."""
-    if conn.closed or conn.broken:
-        return True
-    poller = select.poll()
-    poller.register(conn.fileno(), select.POLLIN)
-    return bool(poller.poll(0))
+    """An engine configured for the store's locking rules (by the URL's backend's
+    adapter). Connects lazily."""
+    return adapter_for(make_url(url).get_backend_name()).create_engine(url)
 
 
 class EventStore:
-    """Append-only, hash-chained event log. Thread-safe; share one per process."""
+    """Append-only, hash-chained event log. Thread-safe; share one per process.
+
+    The public methods are the whole contract, the same on every backend
+    (tests/integration/test_store_contract.py runs it against each):
+
+    - :meth:`append` / :meth:`append_many`: one transaction, all or nothing; a stale
+      ``expected_version`` raises :class:`ConcurrencyConflict` and writes nothing;
+      positions are contiguous and assigned in commit order; rows are hash-chained.
+    - :meth:`stream_version`, :meth:`read_stream`, :meth:`read_streams`,
+      :meth:`read_all` (position order, bounded memory), :meth:`head`,
+      :meth:`head_hash`, :meth:`count_by_type`, :meth:`stream_count`: reads.
+    - :meth:`verify`: walk the chain; :meth:`ping`: is the database there.
+    - Errors: :class:`StoreUnavailable` when the database cannot be reached or is not
+      migrated, :class:`EventStoreError` for anything else the database refuses;
+      ``ValueError`` for a stream id that is empty, over 255 characters or holds a
+      control character.
+
+    ``EventStore(engine)`` and :meth:`from_url` put the store on the adapter of the
+    engine's backend (:attr:`adapter`), which does the append — serialization, version
+    checks, chaining, error mapping — and knows its driver's placeholder; everything
+    else is here, the same for every backend.
+    """
 
     def __init__(self, engine: Engine, clock: Callable[[], float] = time.time) -> None:
         self.engine = engine
         self.clock = clock
         self.url = safe_url(str(engine.url.render_as_string(hide_password=False)))
-        self.is_sqlite = engine.dialect.name == "sqlite"
+        self.adapter: StoreAdapter = adapter_for(engine.dialect.name)(
+            self.url, self._connect, self._raw_connection, self._conflict_from)
+        # True on SQLite: callers that run their own SQL on _raw_connection() (the
+        # rebuild's reader) pick placeholders and cursors by it.
+        self.is_sqlite = self.adapter.is_sqlite
 
     @classmethod
     def from_url(cls, url: str, clock: Callable[[], float] = time.time) -> EventStore:
-        """Build a store for ``url`` (no connection is opened yet)."""
+        """Build the store for ``url`` on its backend's adapter (no connection is
+        opened yet)."""
         return cls(create_store_engine(url), clock=clock)
 
     # -- connections -----------------------------------------------------------------
@@ -203,7 +201,7 @@ class EventStore:
         try:
             return self.engine.connect()
         except OperationalError as exc:
-            raise StoreUnavailable(self.url, _first_line(exc)) from None
+            raise StoreUnavailable(self.url, first_line(exc)) from None
 
     def _raw_connection(self) -> Any:
         """A pooled DBAPI connection. Pool checkout raises the driver's own errors (not
@@ -211,7 +209,7 @@ class EventStore:
         try:
             return self.engine.raw_connection()
         except (DBAPIError, self.engine.dialect.loaded_dbapi.Error) as exc:
-            raise StoreUnavailable(self.url, _first_line(exc)) from None
+            raise StoreUnavailable(self.url, first_line(exc)) from None
 
     def ping(self) -> None:
         """Raise :class:`StoreUnavailable` unless the database answers."""
@@ -219,7 +217,7 @@ class EventStore:
             try:
                 conn.exec_driver_sql("SELECT 1").scalar()
             except DBAPIError as exc:
-                raise StoreUnavailable(self.url, _first_line(exc)) from None
+                raise StoreUnavailable(self.url, first_line(exc)) from None
 
     # -- writing ---------------------------------------------------------------------
 
@@ -250,135 +248,7 @@ class EventStore:
             write.expected_version is None for write in writes
         ):
             return []
-        if self.is_sqlite:
-            return self._append_sqlite(writes, meta_text)
-        return self._append_postgres(writes, meta_text)
-
-    # SQLite: BEGIN IMMEDIATE takes the database's single write lock before the head is
-    # read, so appends serialize and positions follow commit order.
-
-    def _append_sqlite(self, writes: Sequence[StreamWrite], meta_text: str) -> list[RecordedEvent]:
-        try:
-            with self._connect() as conn:
-                conn = conn.execution_options(sqlite_begin="IMMEDIATE")
-                with conn.begin():
-                    last = conn.exec_driver_sql(
-                        "SELECT position, hash FROM events ORDER BY position DESC LIMIT 1"
-                    ).first()
-                    # One read per stream, even for a stream named in several writes.
-                    versions = {
-                        sid: self._stream_version(conn, sid)
-                        for sid in dict.fromkeys(w.stream_id for w in writes)
-                    }
-                    rows = _build_rows(writes, last, versions, meta_text)
-                    if rows:
-                        conn.exec_driver_sql(
-                            "INSERT INTO events (position, stream_id, stream_version, type, "
-                            "schema_version, data, metadata, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                            rows,
-                        )
-                    return list(starmap(RecordedEvent, rows))
-        except IntegrityError as exc:
-            raise self._conflict_from(writes, exc) from exc
-        except OperationalError as exc:
-            raise StoreUnavailable(self.url, _first_line(exc)) from None
-
-    # PostgreSQL: the whole append is one call of the server-side function
-    # ``oauthledger_append`` (migration 0002) in autocommit: it takes the
-    # transaction-scoped advisory lock, reads the head and the streams' versions AFTER
-    # the lock (each statement of a VOLATILE function gets a fresh READ COMMITTED
-    # snapshot, so it sees the previous holder's commit), checks the expected versions,
-    # chains and inserts the rows. One round trip and one commit per append, whatever
-    # its size; the statement is prepared by psycopg after its first uses, so each call
-    # is a Bind/Execute on the wire. The chain definition stays events.chain.row_hash:
-    # verify() recomputes every hash in Python, so a function that drifted from it
-    # would be caught on the first verify (and is, in tests/integration).
-
-    # Arrays go in binary (%b): psycopg's text-format array quoting cost ~50 µs per
-    # event of client and server CPU, more than the whole function's work.
-    _PG_APPEND = (
-        "SELECT out_position, out_version, out_hash FROM oauthledger_append("
-        "%b::text[], %b::int[], %b::int[], %b::text[], %b::smallint[], %b::text[], "
-        "%s::text, %s::int)"
-    )
-    # The common append, one event to one stream: the arrays are built in the call from
-    # scalar parameters, which psycopg dumps in C (each list parameter costs ~20 us of
-    # Python on the client). Same function, same rules.
-    _PG_APPEND_ONE = (
-        "SELECT out_position, out_version, out_hash FROM oauthledger_append("
-        "ARRAY[%s::text], ARRAY[%s::int], ARRAY[1], ARRAY[%s::text], ARRAY[%s::smallint], "
-        "ARRAY[%s::text], %s::text, %s::int)"
-    )
-
-    def _append_postgres(
-        self, writes: Sequence[StreamWrite], meta_text: str
-    ) -> list[RecordedEvent]:
-        import psycopg  # the PostgreSQL driver; only this backend needs it
-
-        streams: list[str] = []
-        expected: list[int | None] = []
-        counts: list[int] = []
-        event_streams: list[str] = []
-        types: list[str] = []
-        schemas: list[int] = []
-        datas: list[str] = []
-        for write in writes:
-            streams.append(write.stream_id)
-            expected.append(write.expected_version)
-            counts.append(len(write.events))
-            for ev in write.events:
-                event_streams.append(write.stream_id)
-                types.append(ev.type_name)
-                schemas.append(ev.SCHEMA_VERSION)
-                datas.append(canonical_json(ev.to_data()))
-        raw = self._raw_connection()
-        pg = raw.driver_connection
-        try:
-            pg.autocommit = True  # the call is its own transaction: no BEGIN/COMMIT trips
-            with pg.cursor() as cur:
-                if len(types) == 1 and len(streams) == 1:
-                    cur.execute(self._PG_APPEND_ONE, (streams[0], expected[0], types[0],
-                                                      schemas[0], datas[0], meta_text,
-                                                      APPEND_LOCK_CLASS))
-                else:
-                    cur.execute(self._PG_APPEND, (streams, expected, counts, types, schemas,
-                                                  datas, meta_text, APPEND_LOCK_CLASS))
-                stored = cur.fetchall()
-        except psycopg.Error as exc:
-            raise self._pg_error(writes, exc) from None
-        finally:
-            try:
-                pg.autocommit = False  # as SQLAlchemy's pool expects it
-            except psycopg.Error:
-                raw.invalidate()  # broken connection: do not return it to the pool
-            raw.close()
-        return [
-            RecordedEvent(position, stream_id, version, type_name, schema, data, meta_text, h)
-            for (position, version, h), stream_id, type_name, schema, data in zip(
-                stored, event_streams, types, schemas, datas, strict=True)
-        ]
-
-    def _pg_error(self, writes: Sequence[StreamWrite], exc: Exception) -> Exception:
-        """The store error for what PostgreSQL refused during an append."""
-        import psycopg
-
-        state = getattr(exc, "sqlstate", None)
-        if state == PG_CONFLICT_SQLSTATE:
-            stream_id, expected, actual = json.loads(exc.diag.message_detail or "[]")
-            return ConcurrencyConflict(stream_id, expected, actual)
-        if isinstance(exc, psycopg.IntegrityError):
-            return self._conflict_from(writes, exc)
-        if isinstance(exc, psycopg.errors.UndefinedTable | psycopg.errors.UndefinedFunction):
-            # Not migrated, or migrated by an older release: the schema is behind.
-            return StoreUnavailable(self.url, "the events schema is not at this release's "
-                                    "revision (run `oauthledger db upgrade`)")
-        if isinstance(exc, psycopg.OperationalError):
-            # Connection lost. If it died after the call was sent, the append may or may
-            # not have committed (whole or not at all): callers re-read the stream
-            # version before retrying.
-            return StoreUnavailable(self.url, _first_line(exc))
-        # Anything else the server refused (e.g. a role without EXECUTE): one line.
-        return EventStoreError(f"append refused by the database: {_first_line(exc)}")
+        return list(starmap(RecordedEvent, self.adapter.append(writes, meta_text)))
 
     def _conflict_from(self, writes: Sequence[StreamWrite], exc: Exception) -> Exception:
         """Translate a unique violation that slipped past the explicit version check.
@@ -395,7 +265,7 @@ class EventStore:
                 write.stream_id, write.expected_version, self.stream_version(write.stream_id)
             )
         return EventStoreError(
-            f"append refused by the database (appends not serialized?): {_first_line(exc)}"
+            f"append refused by the database (appends not serialized?): {first_line(exc)}"
         )
 
     @staticmethod
@@ -452,9 +322,9 @@ class EventStore:
         follower can stream millions of events in bounded memory.
         """
         remaining = limit
-        sql = f"SELECT {self._COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?"
-        if not self.is_sqlite:
-            sql = sql.replace("?", "%s")
+        mark = self.adapter.param
+        sql = (f"SELECT {self._COLUMNS} FROM events WHERE position > {mark} "
+               f"ORDER BY position LIMIT {mark}")
         while remaining is None or remaining > 0:
             n = batch_size if remaining is None else min(batch_size, remaining)
             rows = self._fetch_raw(sql, (after_position, n))
@@ -480,14 +350,13 @@ class EventStore:
                 rows = cur.fetchall()
             finally:
                 cur.close()
-            if not self.is_sqlite:
-                raw.rollback()  # end the read-only transaction psycopg opened
+            self.adapter.end_read(raw)
             return rows
         except (dbapi.OperationalError, dbapi.ProgrammingError) as exc:
             # Connection lost, or a missing table (database not migrated): SQLite reports
             # the latter as an OperationalError, PostgreSQL as a ProgrammingError.
             raw.invalidate()
-            raise StoreUnavailable(self.url, _first_line(exc)) from None
+            raise StoreUnavailable(self.url, first_line(exc)) from None
         finally:
             raw.close()
 
@@ -575,39 +444,3 @@ def _check_stream_id(stream_id: str) -> None:
             f"invalid stream id {stream_id!r}: 1-255 characters, no control characters"
         )
 
-
-def _build_rows(
-    writes: Sequence[StreamWrite],
-    last: tuple[int, str] | None,
-    versions: dict[str, int],
-    meta_text: str,
-) -> list[tuple[int, str, int, str, int, str, str, str]]:
-    """The SQLite append's rows (the columns of ``events``, in order) after the head
-    ``last`` (position, hash), checking each write's expected version against
-    ``versions`` (advanced in place). Raises :class:`ConcurrencyConflict`. On
-    PostgreSQL, ``oauthledger_append`` (migration 0002) does the same in the server."""
-    position, prev_hash = (last[0], last[1]) if last else (0, GENESIS_HASH)
-    rows: list[tuple[int, str, int, str, int, str, str, str]] = []
-    for write in writes:
-        sid = write.stream_id
-        version = versions[sid]
-        if write.expected_version is not None and version != write.expected_version:
-            raise ConcurrencyConflict(sid, write.expected_version, version)
-        for ev in write.events:
-            position += 1
-            version += 1
-            type_name, schema = ev.type_name, ev.SCHEMA_VERSION
-            data = canonical_json(ev.to_data())
-            prev_hash = row_hash(
-                prev_hash, position, sid, version, type_name, schema, data, meta_text
-            )
-            rows.append((position, sid, version, type_name, schema, data, meta_text, prev_hash))
-        # A stream named twice in one append_many continues from its new version.
-        versions[sid] = version
-    return rows
-
-
-def _first_line(exc: BaseException) -> str:
-    orig = getattr(exc, "orig", None) or exc
-    text = str(orig).strip().splitlines()
-    return text[0] if text else type(orig).__name__

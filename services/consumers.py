@@ -179,6 +179,7 @@ def register_consumer(
     """Register a consumer. Returns its state and the generated secret (shown once)."""
     validate_key(key)
     current, version = ledger.load(consumer_stream(key))
+    assert current is None or isinstance(current, ConsumerState)
     if current is not None and not current.removed:
         raise Conflict(f"a consumer with key {key!r} already exists")
     fields, generated = _resolve(ledger, None, data, sealer)
@@ -205,6 +206,7 @@ def update_consumer(
 ) -> tuple[ConsumerState, str | None]:
     """Change some fields of a consumer (never its key)."""
     current, version = ledger.load(consumer_stream(key))
+    assert current is None or isinstance(current, ConsumerState)
     if current is None or current.removed:
         raise NotFound(f"no consumer with key {key!r}")
     fields, generated = _resolve(ledger, current, data, sealer)
@@ -224,7 +226,7 @@ def consumer_tokens(ledger: Ledger, key: str) -> list[TokenState]:
     """Every request and access token the consumer ever held (from the store)."""
     sids = streams_with(ledger.store, ["AccessTokenIssued", "RequestTokenIssued"],
                         "consumer_key", key)
-    states = [s for s, _ in ledger.load_many(sids).values() if s is not None]
+    states = [s for s, _ in ledger.load_many(sids).values() if isinstance(s, TokenState)]
     return [s for s in states if s.consumer_key == key]
 
 
@@ -232,6 +234,7 @@ def remove_consumer(ledger: Ledger, key: str, meta: Mapping[str, Any]) -> int:
     """Remove a consumer and revoke every active token it holds, in one commit.
     Returns how many access tokens were revoked."""
     current, version = ledger.load(consumer_stream(key))
+    assert current is None or isinstance(current, ConsumerState)
     if current is None or current.removed:
         raise NotFound(f"no consumer with key {key!r}")
     actor = str(meta.get("actor", "system"))
@@ -253,6 +256,7 @@ def remove_consumer(ledger: Ledger, key: str, meta: Mapping[str, Any]) -> int:
 def load_consumer(ledger: Ledger, key: str) -> ConsumerState:
     """A registered (not removed) consumer, or NotFound."""
     state, _ = ledger.load(consumer_stream(key))
+    assert state is None or isinstance(state, ConsumerState)
     if state is None or state.removed:
         raise NotFound(f"no consumer with key {key!r}")
     return state
@@ -262,7 +266,8 @@ def list_consumers(ledger: Ledger) -> list[ConsumerState]:
     """Registered consumers, by key."""
     sids = streams_of_type(ledger.store, "ConsumerRegistered")
     states = [s for s, _ in ledger.load_many(sids).values()]
-    return sorted((s for s in states if s is not None and not s.removed), key=lambda s: s.key)
+    return sorted((s for s in states if isinstance(s, ConsumerState) and not s.removed),
+                  key=lambda s: s.key)
 
 
 def outstanding_tokens(ledger: Ledger, keys: Iterable[str]) -> dict[str, int]:

@@ -1,8 +1,9 @@
 """The three-legged dance as application services: issue a request token, approve or
 deny it, exchange it for an access token, renew, revoke.
 
-Protocol decisions follow RFC 5849 and Atlassian's service provider (REFERENCE.md).
-State is loaded from the store (DESIGN.md rule 3); every change is an event.
+Protocol decisions follow RFC 5849 and Atlassian's service provider (docs/oauth.md, "The
+dance, step by step"). State is loaded from the store (docs/design.md, "What Redis
+holds"); every change is an event.
 """
 
 from __future__ import annotations
@@ -37,8 +38,9 @@ def new_secret() -> str:
 
 
 def new_verifier() -> str:
-    """REFERENCE.md: Atlassian's verifier is 6 letters and digits; a longer one costs
-    nothing and cannot be guessed within a request token's lifetime."""
+    """Atlassian's verifier is 6 letters and digits; a longer one costs nothing and
+    cannot be guessed within a request token's lifetime (docs/oauth.md, "Lifetimes and
+    settings")."""
     return secrets.token_urlsafe(16)
 
 
@@ -126,7 +128,8 @@ def issue_request_token(
 
 
 def authorizable(token: TokenState | None, now: float) -> TokenState:
-    """A request token the authorize page may act on, else the REFERENCE.md problem."""
+    """A request token the authorize page may act on, else its problem (docs/oauth.md,
+    "The dance, step by step")."""
     if token is None or token.kind != "request":
         raise OAuthProblem("token_rejected", "this request token is unknown")
     if token.status in ("approved", "denied", "exchanged"):
@@ -231,9 +234,10 @@ def renew(
 
 def revoke(ledger: Ledger, token: str, by: str, meta: Mapping[str, Any],
            reason: str = "revoked") -> TokenState:
-    """Revoke an access token; effective on the very next request (DESIGN.md rule 2).
-    Revoking a token that is no longer active changes nothing."""
+    """Revoke an access token; effective on the very next request (docs/design.md, "Read
+    your writes"). Revoking a token that is no longer active changes nothing."""
     state, version = ledger.load(token_stream(token))
+    assert state is None or isinstance(state, TokenState)
     if state is None or state.kind != "access":
         raise NotFound(f"no access token {token!r}")
     if state.status != "active":

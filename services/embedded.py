@@ -3,7 +3,7 @@
 One daemon thread does what the Celery workers and beat do in production: it projects
 pending events when woken (``wake()``, injected into the front end), catches up every
 ``catchup_interval`` and sweeps expiries every ``sweep_interval``. On start it rebuilds
-the in-process projection from the log (DESIGN.md, "Two ways to run"). It calls the same
+the in-process projection from the log (docs/design.md, "Two ways to run"). It calls the same
 functions in events/ as the Celery tasks; it does not import workers/.
 """
 

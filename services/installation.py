@@ -1,9 +1,9 @@
 """This installation's own consumer identity (the Consumer Info tab), its consumer-info
 XML, and reading another application's consumer-info XML (adding a consumer by URL).
 
-The identity is generated on first use (REFERENCE.md "Consumers, and what the admin page
-holds"): a key ``<name>:<digits>`` as Atlassian applications make them, and an RSA-2048
-key pair. The private key only ever enters the log sealed (``private_key_sealed``).
+The identity is generated on first use (docs/oauth.md, "What the administration keeps"):
+a key ``<name>:<digits>`` as Atlassian applications make them, and an RSA-2048 key pair.
+The private key only ever enters the log sealed (``private_key_sealed``).
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ def _new_key(name: str) -> str:
 def load_installation(ledger: Ledger) -> InstallationState | None:
     """The identity as it stands, or None before first use."""
     state, _ = ledger.load(INSTALLATION_STREAM)
+    assert state is None or isinstance(state, InstallationState)
     return state
 
 
@@ -70,6 +71,7 @@ def ensure_installation(ledger: Ledger, sealer: Sealer, meta: Mapping[str, Any],
     concurrency on the installation stream)."""
     state, version = ledger.load(INSTALLATION_STREAM)
     if state is not None:
+        assert isinstance(state, InstallationState)
         return state
     private, public = _new_key_pair()
     event = ev.ConsumerInfoChanged(key=_new_key(name), name=name, description="",
@@ -79,6 +81,7 @@ def ensure_installation(ledger: Ledger, sealer: Sealer, meta: Mapping[str, Any],
                              meta)[INSTALLATION_STREAM]
     except ConcurrencyConflict:
         state, _ = ledger.load(INSTALLATION_STREAM)
+        assert isinstance(state, InstallationState)  # the one committed first
         return state
 
 
@@ -128,8 +131,8 @@ def installation_view(state: InstallationState) -> dict[str, Any]:
 
 
 def consumer_info_xml(state: InstallationState) -> str:
-    """REFERENCE.md: ``<consumer><key/><name/><publicKey/><description/></consumer>``
-    with the public key as PEM. ElementTree escapes the text."""
+    """``<consumer><key/><name/><publicKey/><description/></consumer>`` with the public
+    key as PEM (docs/oauth.md, "Endpoints"). ElementTree escapes the text."""
     root = ET.Element("consumer")
     for tag, value in (("key", state.key), ("name", state.name),
                        ("publicKey", state.public_key), ("description", state.description)):

@@ -1,10 +1,10 @@
 """Loading entity state from the log and committing new events.
 
 Every application service goes through :class:`Ledger`: it loads the streams it decides
-on from the store (strongly consistent, DESIGN.md rule 3), appends with the version it
-read (optimistic concurrency), then — before the HTTP response acknowledges anything —
-writes each changed entity's new state into Redis, version-guarded (rule 2, read your
-writes), and finally wakes the projector so the checkpoint catches up.
+on from the store (strongly consistent, docs/design.md, "What Redis holds"), appends with
+the version it read (optimistic concurrency; "No silent overwrite"), then — before the HTTP
+response acknowledges anything — writes each changed entity's new state into Redis,
+version-guarded ("Read your writes"), and finally wakes the projector so the checkpoint catches up.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import redis
 
 from oauthledger.events.catalog import Event
 from oauthledger.events.readmodel import ReadModel, iter_states
-from oauthledger.events.state import fold, fold_stream
+from oauthledger.events.state import State, fold, fold_stream
 from oauthledger.events.store import EventStore, StreamWrite
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ class Change:
 
     stream_id: str
     version: int
-    state: Any
+    state: State | None  # None: the stream is new (version 0)
     events: Sequence[Event]
 
 
@@ -49,16 +49,16 @@ class Ledger:
     wake: Callable[[], None]
     clock: Callable[[], float] = time.time
 
-    def load(self, stream_id: str) -> tuple[Any, int]:
+    def load(self, stream_id: str) -> tuple[State | None, int]:
         """(state, version) of a stream folded from the store; (None, 0) if it is empty."""
         records = self.store.read_stream(stream_id)
         if not records:
             return None, 0
         return fold_stream(records), records[-1].stream_version
 
-    def load_many(self, stream_ids: Sequence[str]) -> dict[str, tuple[Any, int]]:
+    def load_many(self, stream_ids: Sequence[str]) -> dict[str, tuple[State | None, int]]:
         """Several streams in one query."""
-        out: dict[str, tuple[Any, int]] = {}
+        out: dict[str, tuple[State | None, int]] = {}
         for sid, records in self.store.read_streams(stream_ids).items():
             out[sid] = (fold_stream(records), records[-1].stream_version) if records else (None, 0)
         return out
@@ -85,7 +85,8 @@ class Ledger:
         return states
 
     def _wake_quietly(self) -> None:
-        # A lost wake-up only delays projection: the catch-up task closes the gap (rule 4).
+        # A lost wake-up only delays projection: the catch-up task closes the gap
+        # (docs/design.md, "Idempotent projection").
         try:
             self.wake()
         except Exception as exc:  # noqa: BLE001 - the broker being down must not fail a commit

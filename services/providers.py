@@ -88,6 +88,7 @@ def add_provider(ledger: Ledger, sealer: Sealer, data: ProviderInput,
     fields = validate_provider(data)
     sid = provider_stream(fields["name"])
     current, version = ledger.load(sid)
+    assert current is None or isinstance(current, ProviderState)
     if current is not None and not current.removed:
         raise Conflict(f"a service provider named {fields['name']!r} already exists")
     secret = fields.pop("shared_secret")
@@ -99,6 +100,7 @@ def add_provider(ledger: Ledger, sealer: Sealer, data: ProviderInput,
 def load_provider(ledger: Ledger, name: str) -> ProviderState:
     """A provider that was not removed, or NotFound."""
     state, _ = ledger.load(provider_stream(name))
+    assert state is None or isinstance(state, ProviderState)
     if state is None or state.removed:
         raise NotFound(f"no service provider named {name!r}")
     return state
@@ -107,6 +109,7 @@ def load_provider(ledger: Ledger, name: str) -> ProviderState:
 def remove_provider(ledger: Ledger, name: str, meta: Mapping[str, Any]) -> None:
     """Remove a provider."""
     state, version = ledger.load(provider_stream(name))
+    assert state is None or isinstance(state, ProviderState)
     if state is None or state.removed:
         raise NotFound(f"no service provider named {name!r}")
     ledger.commit([Change(provider_stream(name), version, state,
@@ -117,7 +120,7 @@ def list_providers(ledger: Ledger) -> list[ProviderState]:
     """Providers that were not removed, by name."""
     sids = streams_of_type(ledger.store, "ServiceProviderAdded")
     states = [s for s, _ in ledger.load_many(sids).values()]
-    return sorted((s for s in states if s is not None and not s.removed),
+    return sorted((s for s in states if isinstance(s, ProviderState) and not s.removed),
                   key=lambda s: s.name.lower())
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from oauthledger.events import catalog as ev
 from oauthledger.events.sealing import Sealer
-from oauthledger.events.state import resource_server_stream
+from oauthledger.events.state import ResourceServerState, resource_server_stream
 from oauthledger.services.errors import Conflict, NotFound, ValidationError
 from oauthledger.services.ledger import Change, Ledger
 
@@ -22,6 +22,7 @@ def create_resource_server(ledger: Ledger, sealer: Sealer, server_id: str, descr
     if not _ID.match(server_id or ""):
         raise ValidationError({"id": "use 1-100 letters, digits, or . _ -"})
     state, version = ledger.load(resource_server_stream(server_id))
+    assert state is None or isinstance(state, ResourceServerState)
     if state is not None and not state.removed:
         raise Conflict(f"resource server {server_id!r} already exists")
     secret = secrets.token_urlsafe(32)
@@ -35,6 +36,7 @@ def create_resource_server(ledger: Ledger, sealer: Sealer, server_id: str, descr
 def remove_resource_server(ledger: Ledger, server_id: str, meta: Mapping[str, Any]) -> None:
     """Withdraw a credential."""
     state, version = ledger.load(resource_server_stream(server_id))
+    assert state is None or isinstance(state, ResourceServerState)
     if state is None or state.removed:
         raise NotFound(f"no resource server {server_id!r}")
     ledger.commit([Change(resource_server_stream(server_id), version, state, [

@@ -103,8 +103,10 @@ class SessionStore:
         """Seconds until any of the subjects (account, address) may try again (0: now)."""
         pipe = self.redis.pipeline()
         for s in subjects:
-            pipe.ttl(self.keys.login_lock(s))
-        return max([0, *(t for t in pipe.execute() if t and t > 0)])
+            pipe.pttl(self.keys.login_lock(s))
+        # Milliseconds rounded up: TTL rounds to the nearest second, so a one-second lock
+        # would read as 0 (unlocked) for its last half.
+        return max([0, *(-(-t // 1000) for t in pipe.execute() if t and t > 0)])
 
     def record_failure(self, *subjects: str, allowed: int) -> None:
         """Count a failed login against each subject; past ``allowed`` failures, lock
@@ -122,6 +124,14 @@ class SessionStore:
     def clear_failures(self, *subjects: str) -> None:
         """Forget an account's failures after a successful login."""
         self.redis.delete(*[self.keys.login_failures(s) for s in subjects])
+
+
+def login_subjects(username: str, address: str) -> tuple[str, str]:
+    """What a password attempt counts against: the account (names compared without case
+    and surrounding blanks, at most 100 characters) and the client's address. Sign-in
+    at /login and HTTP Basic on the JSON API share these counters and locks, so failures
+    through either throttle both."""
+    return (f"user:{username.strip()[:100].lower()}", f"addr:{address}")
 
 
 def throttle_delay(failures: int, allowed: int) -> float:

@@ -1,9 +1,10 @@
 """Access tokens as users and admins see them: listing with filters, and revoking.
 
-Loaded from the store (DESIGN.md rule 3: admin pages read the log, strongly consistent).
+Loaded from the store (docs/design.md, "What Redis holds": admin pages read the log,
+strongly consistent).
 Revoking goes through :func:`oauthledger.services.dance.revoke`, which publishes the new state to
 Redis before returning, so the very next signed request with the token fails with
-``token_revoked`` (rule 2).
+``token_revoked`` (docs/design.md, "Read your writes").
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def list_access_tokens(ledger: Ledger, *, user: str | None = None,
     sids = set.intersection(*sets) if sets else set(
         streams_of_type(ledger.store, "AccessTokenIssued"))
     states: list[TokenState] = [s for s, _ in ledger.load_many(sorted(sids)).values()
-                                if s is not None and s.kind == "access"]
+                                if isinstance(s, TokenState) and s.kind == "access"]
     # The substring query is a prefilter; the folded state is the truth.
     states = [s for s in states if (not user or s.user == user)
               and (not consumer or s.consumer_key == consumer)]
@@ -75,8 +76,8 @@ def list_access_tokens(ledger: Ledger, *, user: str | None = None,
     states = states[:limit]
     keys = sorted({s.consumer_key for s in states})
     consumers: dict[str, ConsumerState | None] = {
-        sid[len("consumer-"):]: st for sid, (st, _) in
-        ledger.load_many([consumer_stream(k) for k in keys]).items()
+        sid[len("consumer-"):]: st if isinstance(st, ConsumerState) else None
+        for sid, (st, _) in ledger.load_many([consumer_stream(k) for k in keys]).items()
     }
     return [_row(s, consumers.get(s.consumer_key), now) for s in states]
 
@@ -91,6 +92,7 @@ def _row(state: TokenState, consumer: ConsumerState | None, now: float) -> Token
 
 def _load_access(ledger: Ledger, token: str, owner: str | None) -> TokenState:
     state, _ = ledger.load(token_stream(token))
+    assert state is None or isinstance(state, TokenState)
     if state is None or state.kind != "access" or (owner is not None and state.user != owner):
         raise NotFound("no such access token")
     return state
@@ -100,6 +102,7 @@ def token_row(ledger: Ledger, token: str, owner: str | None = None) -> TokenRow:
     """One access token with its consumer; with ``owner``, only that user's."""
     state = _load_access(ledger, token, owner)
     consumer, _ = ledger.load(consumer_stream(state.consumer_key))
+    assert consumer is None or isinstance(consumer, ConsumerState)
     return _row(state, consumer, ledger.clock())
 
 

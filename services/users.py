@@ -1,7 +1,7 @@
 """User accounts: registration, passwords (argon2id), disabling.
 
 Disabling a user revokes every access token the user granted, in the same commit, so the
-hot path never has to look the user up (DESIGN.md rule 2).
+hot path never has to look the user up (docs/design.md, "Read your writes").
 """
 
 from __future__ import annotations

@@ -6,15 +6,16 @@ which only the worker and beat processes do (services never import workers/). No
 opened here: Celery connects when the worker starts, the tasks open the store and Redis
 lazily in each worker process (after the prefork).
 
-Reliability settings (DESIGN.md rule 4): JSON only; ``acks_late`` plus
+Reliability settings (docs/design.md, "Idempotent projection"): JSON only; ``acks_late`` plus
 ``task_reject_on_worker_lost`` so a task whose process dies is redelivered; prefetch of
 one so a dying worker holds back at most one message per process; and every task is
 idempotent, so redelivery and duplicates are harmless. Beat sends the catch-up (closes
 any gap left by lost messages) and the expiry sweep on short fixed intervals; nothing is
-ever scheduled days ahead (rule 5). Projection wake-ups are coalesced in the task
-(``oauthledger.events.projection.project_coalesced``): one worker process loops while commits keep
-arriving, the others only flag more work, so a burst of per-commit messages does not turn
-into a queue of redundant projections (docs/workers.md).
+ever scheduled days ahead (docs/design.md, "Nothing scheduled days ahead"). Projection
+wake-ups are coalesced in the task (``oauthledger.events.projection.project_coalesced``):
+one worker process loops while commits keep arriving, the others only flag more work, so a
+burst of per-commit messages does not turn into a queue of redundant projections
+(docs/workers.md).
 """
 
 from __future__ import annotations

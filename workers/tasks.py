@@ -49,8 +49,8 @@ def _deps() -> tuple[EventStore, ReadModel]:
 def _coalesced(task: Any, batch_size: int) -> dict[str, Any]:
     """Project, or flag the projector that is already looping (events.projection,
     "coalesced wake-ups"). A busy answer that asks for a re-check re-sends this task
-    shortly — a few seconds, never days ahead (rule 5) — in case the holder died
-    without seeing the flag."""
+    shortly — a few seconds, never days ahead (docs/design.md, "Nothing scheduled days
+    ahead") — in case the holder died without seeing the flag."""
     store, read_model = _deps()
     result = project_coalesced(store, read_model, batch_size=batch_size)
     if result.recheck_ms is not None:
@@ -67,13 +67,15 @@ def project(self: Any, batch_size: int = 1000) -> dict[str, Any]:
 
 @app.task(name=TASK_CATCH_UP, bind=True)
 def catch_up(self: Any, batch_size: int = 1000) -> dict[str, Any]:
-    """Beat: project whatever lost or delayed messages left behind (rule 4)."""
+    """Beat: project whatever lost or delayed messages left behind (docs/design.md,
+    "Idempotent projection")."""
     return _coalesced(self, batch_size)
 
 
 @app.task(name=TASK_SWEEP)
 def sweep() -> dict[str, Any]:
-    """Beat: append Expired events for tokens past due (rule 5)."""
+    """Beat: append Expired events for tokens past due (docs/design.md, "Nothing
+    scheduled days ahead")."""
     store, read_model = _deps()
     return sweep_expired(store, read_model).as_dict()
 

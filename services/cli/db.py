@@ -1,7 +1,7 @@
 """``oauthledger db``: schema migrations of the event store, as an explicit step.
 
 The embedded SQLite database is upgraded on first use; PostgreSQL only by
-``oauthledger db upgrade`` (DESIGN.md, "Two ways to run"), so these commands open the
+``oauthledger db upgrade`` (docs/design.md, "Two ways to run"), so these commands open the
 store *without* the automatic upgrade: what they print is what the database really holds.
 
 This module also holds the small helpers the other audit command groups share
@@ -42,7 +42,8 @@ def describe_db_error(url: str, exc: DBAPIError) -> str:
 
 def db_errors(fn: F) -> F:
     """Decorate a command so that a driver error or an unusable data directory ends it
-    with one line (DESIGN.md, "Errors": no traceback for an expected failure)."""
+    with one line (docs/design.md, "Errors that say why": no traceback for an expected
+    failure)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:

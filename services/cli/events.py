@@ -1,7 +1,7 @@
 """``oauthledger events``: read, follow, verify, export and summarise the event log.
 
 These are audit commands: they read the log and never open a sealed secret
-(DESIGN.md, "Events and the store": the log can be exported and audited without exposing
+(docs/design.md, "Sealed secrets": the log can be exported and audited without exposing
 a secret). ``tail`` and ``export`` decode every row they print and check its link in the
 hash chain, so a corrupt or edited row stops them with one line naming its position;
 ``verify`` walks the whole chain from the first row.

@@ -2,7 +2,8 @@
 
 Each command group lives in its own module under ``services/cli/``, listed in
 ``COMMAND_MODULES``. Expected failures (bad settings, unreachable database, corrupt rows, conflicts)
-print one line to stderr and exit non-zero; no traceback (DESIGN.md, "Errors").
+print one line to stderr and exit non-zero; no traceback (docs/design.md, "Errors that say
+why").
 """
 
 from __future__ import annotations

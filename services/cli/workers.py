@@ -1,8 +1,8 @@
 """``oauthledger worker`` and ``oauthledger beat``: start the Celery worker and beat.
 
 Both exec the Celery command line on the app named as a string (``oauthledger.workers.celery_app``):
-services never import workers/ (DESIGN.md, "Layout"). Settings are checked first, so a
-missing broker is one clear line, not a Celery traceback.
+services never import workers/ (docs/design.md, "The direction of imports"). Settings are
+checked first, so a missing broker is one clear line, not a Celery traceback.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The dance endpoints: request token, authorize, access token (Atlassian paths and
-RFC-style aliases, REFERENCE.md "Endpoints")."""
+RFC-style aliases, docs/oauth.md, "Endpoints")."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ def _form_reply(resp: falcon.Response, pairs: list[tuple[str, str]]) -> None:
 
 def _load_consumer(deps: Deps, sreq: SignedRequest) -> ConsumerState | None:
     state, _ = deps.ledger.load(consumer_stream(sreq.consumer_key))
+    assert state is None or isinstance(state, ConsumerState)
     return state
 
 
@@ -79,8 +80,10 @@ class AccessTokenResource:
                                oauth_parameters_absent="oauth_token")
         loaded = deps.ledger.load_many([consumer_stream(sreq.consumer_key),
                                         token_stream(sreq.token)])
-        consumer: ConsumerState | None = loaded[consumer_stream(sreq.consumer_key)][0]
-        token: TokenState | None = loaded[token_stream(sreq.token)][0]
+        consumer = loaded[consumer_stream(sreq.consumer_key)][0]
+        token = loaded[token_stream(sreq.token)][0]
+        assert consumer is None or isinstance(consumer, ConsumerState)
+        assert token is None or isinstance(token, TokenState)
         handle = sreq.oauth.get("oauth_session_handle")
         kind = "access" if handle is not None else "request"
         deps.authenticator.check_signed(sreq, consumer, token, https=https, token_kind=kind,
@@ -129,9 +132,11 @@ class AuthorizeResource:
         if not token_id or len(token_id) > 200:
             raise OAuthProblem("parameter_absent", "the authorize link lacks oauth_token",
                                oauth_parameters_absent="oauth_token")
-        token, _ = deps.ledger.load(token_stream(token_id))
-        token = dance.authorizable(token, deps.clock())
+        loaded, _ = deps.ledger.load(token_stream(token_id))
+        assert loaded is None or isinstance(loaded, TokenState)
+        token = dance.authorizable(loaded, deps.clock())
         consumer, _ = deps.ledger.load(consumer_stream(token.consumer_key))
+        assert consumer is None or isinstance(consumer, ConsumerState)
         if consumer is None or consumer.removed:
             raise OAuthProblem("consumer_key_rejected", "the consumer was removed")
         return token, consumer

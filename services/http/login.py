@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import falcon
 
-from oauthledger.events.state import user_stream
+from oauthledger.events.state import UserState, user_stream
 from oauthledger.services.deps import Deps
 from oauthledger.services.http.context import form
 from oauthledger.services.http.rendering import render
 from oauthledger.services.http.session_cookies import current_session, ensure_session
 from oauthledger.services.oauth.redirects import local_target
+from oauthledger.services.sessions import login_subjects
 from oauthledger.services.users import check_password
 
 
@@ -47,13 +48,14 @@ class LoginResource:
         if not deps.sessions.csrf_ok(sess, data.get("csrf_token")):
             fail("The form expired. Please sign in again.", 403)
             return
-        subjects = (f"user:{username.lower()}", f"addr:{req.context.address}")
+        subjects = login_subjects(username, req.context.address)
         wait = deps.sessions.wait_seconds(*subjects)
         if wait:
             resp.set_header("Retry-After", str(wait))
             fail(f"Too many failed sign-ins. Try again in {wait} seconds.", 429)
             return
         user, _ = deps.ledger.load(user_stream(username)) if username else (None, 0)
+        assert user is None or isinstance(user, UserState)
         if not check_password(user, data.get("password", "")):
             deps.sessions.record_failure(*subjects, allowed=deps.settings.login_max_failures)
             fail("Wrong username or password.")

@@ -11,7 +11,12 @@ from typing import Any
 import falcon
 
 from oauthledger.events import keys as k
-from oauthledger.events.state import ResourceServerState, resource_server_stream, user_stream
+from oauthledger.events.state import (
+    ResourceServerState,
+    UserState,
+    resource_server_stream,
+    user_stream,
+)
 from oauthledger.services.deps import Deps
 from oauthledger.services.http.context import basic_credentials, read_body
 from oauthledger.services.http.errors import problem_json
@@ -42,6 +47,7 @@ class MyselfResource:
         user = self.deps.read_model.get(k.USER, name)
         if user is None:
             user, _ = self.deps.ledger.load(user_stream(name))
+        assert user is None or isinstance(user, UserState)
         display = user.display_name if user else name
         if len(self._names) > 10000:
             self._names.clear()
@@ -101,6 +107,7 @@ class VerifyResource:
         state = self.deps.read_model.get(k.RESOURCE_SERVER, server_id)
         if state is None:
             state, _ = self.deps.ledger.load(resource_server_stream(server_id))
+        assert state is None or isinstance(state, ResourceServerState)
         if state is None or state.removed:
             return None
         expected = self.deps.sealer.open(state.secret_sealed)

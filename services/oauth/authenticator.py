@@ -3,7 +3,7 @@
 Order (each failure raises :class:`OAuthProblem` with advice for a person): the consumer,
 the signature method, the timestamp window, the token, the signature, then the nonce.
 Only a verified request keeps its nonce, so unsigned traffic can neither fill Redis nor
-burn a client's nonces (DESIGN.md, "The read model"). The dance endpoints load consumer
+burn a client's nonces (docs/design.md, "One round trip"). The dance endpoints load consumer
 and token from the store themselves and call :meth:`Authenticator.check_signed` and then
 :meth:`Authenticator.consume_nonce`; protected resources call
 :meth:`Authenticator.authenticate_resource`, which records the nonce in the same Redis
@@ -82,8 +82,8 @@ def _iso(ts: float) -> str:
 
 def require_exchangeable(token: TokenState, now: float) -> None:
     """A request token the user approved, not yet exchanged and not expired; otherwise
-    the access-token step's problem (REFERENCE.md: token_used, token_expired,
-    permission_denied, permission_unknown). Shared by the signature checks of the
+    the access-token step's problem (docs/oauth.md, "The dance, step by step": token_used,
+    token_expired, permission_denied, permission_unknown). Shared by the signature checks of the
     access-token endpoint and the exchange service."""
     status = token.status
     if status == "exchanged":
@@ -389,7 +389,8 @@ class Authenticator:
 
     def load(self, consumer_key: str, token: str | None
              ) -> tuple[ConsumerState | None, TokenState | None]:
-        """Consumer and token from the store (strongly consistent; DESIGN.md rule 3)."""
+        """Consumer and token from the store (strongly consistent; docs/design.md,
+        "What Redis holds" and "Store fallback")."""
         cstream = consumer_stream(consumer_key)
         streams = [cstream]
         if token:
@@ -407,8 +408,8 @@ class Authenticator:
         lookup and the nonce (the store when the projection is incomplete), every check,
         then the nonce's verdict."""
         # One Redis round trip: the lookup and the nonce's SET NX go in one pipeline.
-        # DESIGN.md wants a nonce written only after the signature verified, so that
-        # unsigned traffic can neither fill Redis nor burn a client's nonces. Writing it
+        # Only a verified request may keep a nonce (docs/design.md, "One round trip"), so
+        # that unsigned traffic can neither fill Redis nor burn a client's nonces. Writing it
         # first and deleting it again when the request is refused keeps both properties
         # (a refused request leaves nothing behind; burning a client's nonce would mean
         # guessing it before the client sends it) and halves the round trips of every
@@ -433,8 +434,8 @@ class Authenticator:
         """Every check of a resource request but the nonce."""
         consumer, token = lookup.consumer, lookup.token
         if not lookup.complete:
-            # DESIGN.md rule 3: no checkpoint (flushed, rebuilding) -> Redis may be
-            # missing entities; answer from the log rather than answer wrongly.
+            # docs/design.md, "Store fallback": no checkpoint (flushed, rebuilding) ->
+            # Redis may be missing entities; answer from the log rather than answer wrongly.
             consumer, token = self.load(req.consumer_key, req.token)
         self.check_signed(req, consumer, token, https=https, token_kind="access")
         assert consumer is not None

@@ -1,8 +1,8 @@
 """OAuth Problem Reporting: the ``oauth_problem`` codes, their HTTP statuses and how a
 problem is rendered into ``WWW-Authenticate`` and the response body.
 
-Codes and extra parameters follow the OAuth Problem Reporting extension (REFERENCE.md,
-"OAuth Problem Reporting"): 400 for version, parameter, timestamp and signature-method
+Codes and extra parameters follow the OAuth Problem Reporting extension (docs/oauth.md,
+"Problems"): 400 for version, parameter, timestamp and signature-method
 problems, 503 for ``user_refused`` and ``consumer_key_refused``, 401 for the rest.
 """
 

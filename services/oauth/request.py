@@ -2,8 +2,8 @@
 
 :func:`parse_request` is framework independent: the Falcon app passes the method, the URL
 the client signed (see :mod:`oauthledger.services.oauth.urls`), the headers, the body and the
-Content-Type. It accepts what real clients send (REFERENCE.md, "What real clients do that
-a strict server rejects") and refuses malformed input with an :class:`OAuthProblem`,
+Content-Type. It accepts what real clients send (docs/oauth.md, "Where parameters may
+come from") and refuses malformed input with an :class:`OAuthProblem`,
 never another exception.
 """
 
@@ -28,7 +28,8 @@ _ALWAYS_REQUIRED = ("oauth_consumer_key", "oauth_signature_method", "oauth_signa
 # ... and these too, except that PLAINTEXT may omit them.
 _REQUIRED_UNLESS_PLAINTEXT = ("oauth_timestamp", "oauth_nonce")
 
-# REFERENCE.md: nonces are 1..64 unreserved characters (RFC 3986 §2.3), whatever shape.
+# Nonces are 1..64 unreserved characters (RFC 3986 §2.3), whatever shape (docs/oauth.md,
+# "Where parameters may come from").
 _NONCE = re.compile(r"[A-Za-z0-9\-._~]{1,64}")
 # Digits only; fewer than 10 digits occur in the RFC's own vectors. Up to 16 digits, so
 # a timestamp in milliseconds (13) reaches the window check, whose advice explains it.
@@ -251,8 +252,9 @@ def _body_params(body: bytes, content_type: str | None) -> list[tuple[str, str]]
                 "the form body holds raw non-ASCII bytes; percent-encode them as UTF-8",
             ) from None
         return parse_form(text.strip(), "form body")
-    # REFERENCE.md: some clients POST a form with no Content-Type at all. Take the body
-    # as a form only when it looks like one; anything else is not ours to parse.
+    # Some clients POST a form with no Content-Type at all (docs/oauth.md, "Where
+    # parameters may come from"). Take the body as a form only when it looks like one;
+    # anything else is not ours to parse.
     try:
         text = body.decode("ascii").strip()
     except UnicodeDecodeError:
@@ -320,7 +322,8 @@ def parse_request(
                         f"{name} has different values in the {oauth_where[name]} and "
                         f"the {where}; send it once",
                     )
-                # REFERENCE.md: the same value in two places counts once.
+                # The same value in two places counts once (docs/oauth.md, "Where
+                # parameters may come from").
                 if name != "oauth_signature":
                     repeated.append((name, value))
                 continue

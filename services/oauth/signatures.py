@@ -4,8 +4,8 @@ The base string is built with oauthlib's RFC 5849 primitives (``normalize_parame
 ``signature_base_string``). The signing itself calls ``hmac`` and ``cryptography``
 directly: oauthlib's ``_verify_*`` functions rebuild the base string from an oauthlib
 Request, its RSA path needs PyJWT and re-parses the PEM key on every call, and both cost
-far more than the hot path's budget (DESIGN.md, "The hot path"). Parsed RSA keys are
-cached by their PEM text.
+far more than the hot path's budget (docs/design.md, "One round trip"). Parsed RSA keys
+are cached by their PEM text.
 """
 
 from __future__ import annotations

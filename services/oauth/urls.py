@@ -3,9 +3,9 @@
 Behind a reverse proxy the client signs the external URL (``https://jira.example.com/jira/...``)
 while the application sees ``http://127.0.0.1:8080/...``: a signature computed over the
 wrong URL never verifies, the classic "dance completes, then every call is a 401"
-(REFERENCE.md). The URL comes, in order of preference, from the configured
-``OAUTHLEDGER_BASE_URL``, from forwarding headers sent by a trusted proxy, or from the
-request itself.
+(docs/oauth.md, "The URL that is signed"). The URL comes, in order of preference, from
+the configured ``OAUTHLEDGER_BASE_URL``, from forwarding headers sent by a trusted proxy,
+or from the request itself.
 """
 
 from __future__ import annotations

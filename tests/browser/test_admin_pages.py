@@ -1,6 +1,6 @@
 """The OAuth Administration pages and the users' token page in a real browser.
 
-Scenario (issue 5): an admin signs in (by keyboard), adds a consumer by hand and another
+Scenario: an admin signs in (by keyboard), adds a consumer by hand and another
 by URL (a second oauthledger installation's consumer-info XML), edits one and sees the
 list; a user completes the dance with a real client (requests-oauthlib), approving in the
 browser, sees the token on their page, revokes it there, and the client's next call

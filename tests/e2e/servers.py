@@ -47,7 +47,7 @@ def free_port() -> int:
 
 
 def celery_app_available() -> bool:
-    """True once issue 4's Celery app (workers/celery_app.py) exists."""
+    """True once the Celery app (workers/celery_app.py) exists."""
     return (ROOT / "workers" / "celery_app.py").exists()
 
 
@@ -151,7 +151,7 @@ def start_server(env: Mapping[str, str], workdir: Path, workers: int | None = 2,
 
 
 def start_worker(env: Mapping[str, str], workdir: Path) -> Process:
-    """A real Celery worker process (issue 4's workers.celery_app) on the stack's broker."""
+    """A real Celery worker process (oauthledger.workers.celery_app) on the stack's broker."""
     args = [CELERY, "-A", "oauthledger.workers.celery_app", "worker", "--pool=solo",
             "--concurrency=1",
             "--loglevel=INFO", "--without-gossip", "--without-mingle",

@@ -93,7 +93,7 @@ def dance(stack: s.Stack, lib: str, consumer: s.Consumer, method: str, user: str
 
 
 def check_access_reply(access: dict[str, str], stack: s.Stack) -> None:
-    """The access-token reply carries what REFERENCE.md lists."""
+    """The access-token reply carries what docs/oauth.md, "Endpoints" lists."""
     assert set(access) >= {"oauth_token", "oauth_token_secret", "oauth_expires_in",
                            "oauth_authorization_expires_in", "oauth_session_handle"}
     assert 0 < int(access["oauth_expires_in"]) <= 7 * 86400

@@ -1,7 +1,7 @@
-"""DESIGN.md rule 2 and rule 3 through real processes: a revocation acknowledged by one
-gunicorn front end is refused on the very next request by another, and flushing Redis
-while clients keep calling never lets a revoked token through nor breaks a valid one,
-while the workers rebuild the projection by themselves."""
+"""docs/design.md, "Read your writes" and "Store fallback", through real processes: a
+revocation acknowledged by one gunicorn front end is refused on the very next request by
+another, and flushing Redis while clients keep calling never lets a revoked token through
+nor breaks a valid one, while the workers rebuild the projection by themselves."""
 
 from __future__ import annotations
 

@@ -11,9 +11,10 @@ import redis
 
 from oauthledger.events.keys import KeyLayout
 from oauthledger.events.projection import project_pending, snapshot
-from oauthledger.events.readmodel import ReadModel, redis_view
+from oauthledger.events.readmodel import ReadModel
 from oauthledger.events.state import fold_stream, token_stream
 from oauthledger.events.store import EventStore
+from oauthledger.events.token_codec import redis_view
 from tests.e2e.conftest import wait_for
 from tests.integration.test_projection_support import assert_equals_fresh_rebuild, make_history
 

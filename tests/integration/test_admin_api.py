@@ -163,6 +163,9 @@ def test_every_admin_route_refuses_anonymous_and_non_admin(client):
         assert user.status_code == 403, (method, path, user.text)
         wrong = call(client, method, path, who=basic("root", "wrong-password"), body=body)
         assert wrong.status_code == 401, (method, path)
+        # Wrong Basic passwords count toward the sign-in lock (429 after
+        # OAUTHLEDGER_LOGIN_MAX_FAILURES); the right one clears the count, as at /login.
+        assert call(client, "GET", "/users/me/access-tokens").status_code == 200
 
 
 def test_user_routes_need_a_signed_in_user(client):

@@ -111,7 +111,7 @@ def test_dance_writes_redis_before_answering_and_wakes_the_projector(app: App) -
                                resource_owner_key=rt["oauth_token"],
                                resource_owner_secret=rt["oauth_token_secret"],
                                verifier=params["oauth_verifier"]).text))
-    # Read your writes (DESIGN.md rule 2): the token is in Redis once the reply is out.
+    # docs/design.md, "Read your writes": the token is in Redis once the reply is out.
     state = app.deps.read_model.get(k.TOKEN, at["oauth_token"])
     assert state is not None and state.status == "active" and state.user == "alice"
     assert app.wakes, "every commit wakes the projector"

@@ -1,4 +1,4 @@
-"""The consumer-info XML (REFERENCE.md "Endpoints"): it parses, it is served as
+"""The consumer-info XML (docs/oauth.md, "Endpoints"): it parses, it is served as
 application/xml to anyone, and its public key verifies a signature made with the
 installation's private key (which only ever sits sealed in the log)."""
 

@@ -1,4 +1,4 @@
-"""Secrets never reach the database in the clear (DESIGN.md, "Events and the store":
+"""Secrets never reach the database in the clear (docs/design.md, "Sealed secrets":
 secrets are sealed with AES-GCM before they enter an event).
 
 A known secret is sealed, written through the store inside real events, and then the

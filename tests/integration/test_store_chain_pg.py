@@ -20,7 +20,8 @@ from oauthledger.events.chain import row_hash
 from oauthledger.events.errors import ConcurrencyConflict, EventStoreError, StoreUnavailable
 from oauthledger.events.migrate import current_revision, upgrade
 from oauthledger.events.schema import GENESIS_HASH
-from oauthledger.events.store import APPEND_LOCK_CLASS, EventStore, StreamWrite
+from oauthledger.events.store import EventStore, StreamWrite
+from oauthledger.events.store_postgres import APPEND_LOCK_CLASS
 
 AWKWARD = [
     "plain",

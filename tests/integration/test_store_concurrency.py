@@ -29,7 +29,8 @@ import sqlalchemy as sa
 from oauthledger.events.catalog import AccessTokenRevoked
 from oauthledger.events.errors import ConcurrencyConflict
 from oauthledger.events.migrate import upgrade
-from oauthledger.events.store import APPEND_LOCK_CLASS, EventStore, StreamWrite
+from oauthledger.events.store import EventStore, StreamWrite
+from oauthledger.events.store_postgres import APPEND_LOCK_CLASS
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -1,6 +1,7 @@
 """Expected failures of the audit commands end with one clear line and a non-zero status,
-never a traceback (DESIGN.md, "Errors"); and the text form of an event never shows a
-secret. No servers: the unreachable database is a refused port, files are temporary."""
+never a traceback (docs/design.md, "Errors that say why"); and the text form of an event
+never shows a secret. No servers: the unreachable database is a refused port, files are
+temporary."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""parse_request: what real clients send (REFERENCE.md, "What real clients do that a
-strict server rejects") and what must be refused with one clear problem."""
+"""parse_request: what real clients send (docs/oauth.md, "Where parameters may come
+from") and what must be refused with one clear problem."""
 
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ from oauthledger.services.oauth.signatures import (
     verify,
 )
 
-# --- RFC 5849 vectors (REFERENCE.md, "Test vectors") ------------------------------------
+# --- RFC 5849 vectors (docs/oauth.md, "Test vectors") -----------------------------------
 
 SECTION_3_4_1_1_BASE = (
     "POST&http%3A%2F%2Fexample.com%2Frequest&a2%3Dr%2520b%26a3%3D2%2520q%26a3%3Da%26b5%3D"

@@ -22,7 +22,7 @@ def _system_meta(req: falcon.Request) -> dict[str, Any]:
 
 
 class ConsumerInfoXml(ApiBase):
-    """GET this installation's consumer info as XML (REFERENCE.md "Endpoints")."""
+    """GET this installation's consumer info as XML (docs/oauth.md, "Endpoints")."""
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         state = inst.ensure_installation(self.deps.ledger, self.deps.sealer, _system_meta(req))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import Any
 
 import falcon
@@ -110,7 +111,7 @@ class ConsumerResource(ApiBase):
 
 
 def add_routes(app: falcon.App, deps: Deps) -> None:
-    """Mount the admin API and its 401/403 rendering."""
+    """Mount the admin API and its 401/403/429 rendering."""
     app.add_route(f"{API}/consumers", ConsumersResource(deps))
     app.add_route(f"{API}/consumers/{{key:path}}", ConsumerResource(deps))
 
@@ -118,7 +119,9 @@ def add_routes(app: falcon.App, deps: Deps) -> None:
                    params: dict) -> None:
         if ex.status == 401:
             resp.set_header("WWW-Authenticate", 'Basic realm="oauthledger"')
-        problem_json(resp, ex.status, "Unauthorized" if ex.status == 401 else "Forbidden",
-                     ex.detail)
+        if ex.retry_after is not None:
+            # RFC 6585 §4: a 429 may say how long to wait.
+            resp.set_header("Retry-After", str(ex.retry_after))
+        problem_json(resp, ex.status, HTTPStatus(ex.status).phrase, ex.detail)
 
     app.add_error_handler(ApiRefused, on_refused)
