@@ -177,7 +177,7 @@ class RebuildResult:
 
 # A token being folded: [token, kind, status, consumer_key, secret_sealed, expires_at,
 # issued_at, user, version] — exactly the fields the read model stores
-# (events.readmodel.TOKEN_FIELDS_NOT_IN_REDIS are not tracked).
+# (events.token_codec.TOKEN_FIELDS_NOT_IN_REDIS are not tracked).
 _ROW_FIELDS = ("token", "kind", "status", "consumer_key", "secret_sealed", "expires_at",
                "issued_at", "user", "version")
 _TOKEN, _KIND, _STATUS, _CONSUMER, _SECRET, _EXPIRES, _ISSUED, _USER, _VERSION = range(9)
@@ -213,7 +213,9 @@ def row_transition(transition: Transition) -> RowTransition:
 
 # Token event types the rebuild folds on plain lists (nearly all of a large log), built
 # from the token lifecycle table. Everything else goes through events.state.fold itself.
-_FAST_TYPES: dict[str, RowTransition] = {t.name: row_transition(t) for t in TRANSITIONS}
+# Plain tuples: the interpreter unpacks an exact tuple faster than a NamedTuple.
+_FAST_TYPES: dict[str, tuple[Any, ...]] = {
+    t.name: tuple(row_transition(t)) for t in TRANSITIONS}
 
 RawRow = tuple  # (position, stream_id, stream_version, type, schema_version, data, metadata)
 
