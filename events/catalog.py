@@ -2,11 +2,12 @@
 
 Events are frozen dataclasses named in the past tense. Every field is JSON-friendly
 (str, int, float, bool, None, tuples of those). Fields that hold a secret end in
-``_sealed`` and carry the output of :meth:`oauthledger.events.sealing.Sealer.seal`, never plaintext.
+``_sealed`` and carry the output of :meth:`oauthledger.events.sealing.Sealer.seal`,
+never plaintext.
 
 Each type has a ``SCHEMA_VERSION``; stored rows written under an older version are
-upcast on read by :mod:`oauthledger.events.upcasting`, never rewritten (DESIGN.md, "Events and the
-store").
+upcast on read by :mod:`oauthledger.events.upcasting`, never rewritten
+(docs/design.md, "Append only").
 """
 
 from __future__ import annotations

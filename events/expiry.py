@@ -1,6 +1,6 @@
 """The expiry sweep: appends AccessTokenExpired / RequestTokenExpired for tokens past due.
 
-DESIGN.md rule 5: never schedule a task days ahead; beat runs this sweep every
+docs/design.md, "Nothing scheduled days ahead": beat runs this sweep every
 ``sweep_interval`` instead. Tokens stop working at their second whatever the sweep does,
 because every reader checks ``expires_at`` (:meth:`TokenState.usable_at`); the sweep only
 records the fact in the log and reclaims the index entries.

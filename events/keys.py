@@ -1,7 +1,7 @@
 """The Redis key layout: every key oauthledger writes is named here and only here.
 
 The projection lives in a *namespace* so that a rebuild can fill a fresh one and switch
-atomically (DESIGN.md, "The read model"). ``<prefix>:active`` names the live namespace;
+atomically (docs/design.md, "What Redis holds"). ``<prefix>:active`` names the live namespace;
 nonces, sessions and login throttles are not projections of the log and sit outside it.
 
     <prefix>:active                      -> name of the live namespace, e.g. "ol:p1"
@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 DEFAULT_PREFIX = "ol"
 
-# One-letter kinds keep keys short: memory per active token is budgeted (issue 4).
+# One-letter kinds keep keys short: memory per active token is budgeted (docs/read-model.md).
 CONSUMER = "c"
 TOKEN = "t"
 USER = "u"

@@ -1,6 +1,6 @@
 """The event table, as SQLAlchemy Core metadata (Alembic migrations create it).
 
-One table, written only by INSERT (DESIGN.md, "Events and the store"):
+One table, written only by INSERT (docs/design.md, "Append only"):
 position is assigned by the appender under a lock, so positions are contiguous and
 commit order equals position order; ``hash`` chains each row to the one before.
 """

@@ -3,7 +3,7 @@
 A sealed value is the text ``s1.<key id>.<base64url(nonce || ciphertext+tag)>``. The key id
 names the key in the key ring, so keys rotate: new seals use the active key, old ones
 still open with the key they name. Events store and hash the sealed text, so the hash
-chain still verifies after a key is destroyed (DESIGN.md, "Events and the store").
+chain still verifies after a key is destroyed (docs/design.md, "Sealed secrets").
 """
 
 from __future__ import annotations
@@ -139,7 +139,7 @@ class Sealer:
     Built with :meth:`from_file`, it follows the key file: ``oauthledger keys rotate``
     replaces the file atomically, and a running server or worker seals with the new
     active key from its next seal on, and opens values another process sealed with a
-    key it has not loaded yet (issue 2: "new events use it while old ones still open" —
+    key it has not loaded yet (a rotated key: new events use it while old ones still open —
     without a restart of every process)."""
 
     def __init__(self, ring: KeyRing, path: Path | None = None) -> None:

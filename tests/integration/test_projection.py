@@ -45,7 +45,7 @@ def test_project_pending_then_equals_rebuild(store, read_model, reference) -> No
     want = sorted((t, expiry_ms(fold_stream(store.read_stream(token_stream(t))).expires_at))
                   for t in active)
     assert read_model.expiry_index() == want
-    # No per-user token sets any more (issue 4: the users' pages read the store).
+    # No per-user token sets any more (the users' pages read the store).
     assert not list(read_model.redis.scan_iter(f"{read_model.namespace()}:ut:*"))
 
 

@@ -1,6 +1,6 @@
 """Concurrent writers and a live follower, on SQLite and PostgreSQL.
 
-DESIGN.md, "Events and the store": a stale writer gets a conflict, never a silent
+docs/design.md, "No silent overwrite": a stale writer gets a conflict, never a silent
 overwrite; and commit order equals position order, so a follower that reads
 ``position > checkpoint`` never skips an event whose transaction committed late.
 

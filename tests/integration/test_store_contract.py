@@ -1,8 +1,8 @@
 """The event store's contract, run against SQLite and PostgreSQL alike (the ``store``
 fixture is parametrized over both backends; PostgreSQL is the real server).
 
-DESIGN.md, "Events and the store": one table written only by INSERT, optimistic
-concurrency on (stream id, stream version), commit order equals position order, and the
+docs/design.md, "Append only" and "No silent overwrite": one table written only by INSERT,
+optimistic concurrency on (stream id, stream version), commit order equals position order, and the
 database itself refuses UPDATE and DELETE.
 """
 

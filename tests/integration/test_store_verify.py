@@ -2,7 +2,7 @@
 
 The attacker here has database rights: they switch off the append-only triggers (as the
 table owner can) and edit, delete or swap rows directly. The hash chain must report the
-position of the first bad row (DESIGN.md, "Events and the store").
+position of the first bad row (docs/design.md, "Chained rows").
 """
 
 from __future__ import annotations

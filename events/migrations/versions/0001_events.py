@@ -32,8 +32,8 @@ def upgrade() -> None:
         sa.UniqueConstraint("stream_id", "stream_version", name="uq_events_stream_version"),
     )
     bind = op.get_bind()
-    # DESIGN.md: the table is written only by INSERT. The database itself refuses
-    # UPDATE and DELETE (and TRUNCATE on PostgreSQL), whoever the client is.
+    # docs/design.md, "Append only": the table is written only by INSERT. The database
+    # itself refuses UPDATE and DELETE (and TRUNCATE on PostgreSQL), whoever the client is.
     if bind.dialect.name == "postgresql":
         op.execute(
             """

@@ -53,7 +53,7 @@ BEGIN
         RAISE EXCEPTION 'oauthledger_append needs READ COMMITTED isolation, not %',
             current_setting('transaction_isolation');
     END IF;
-    -- DESIGN.md "Events and the store": appends are serialized until commit. Keys:
+    -- docs/design.md, "Commit order is position order": appends are serialized until commit. Keys:
     -- events.store.APPEND_LOCK_CLASS (p_lock_class) and the events table's OID.
     PERFORM pg_advisory_xact_lock(p_lock_class, 'events'::regclass::oid::int4);
     SELECT e.position, e.hash INTO v_position, v_hash
