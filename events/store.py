@@ -50,6 +50,12 @@ from oauthledger.events.upcasting import decode
 ANY_VERSION = None  # expected_version that skips the concurrency check
 
 
+class UnstorableText(ValueError):
+    """An append holds text the database cannot hold (:func:`storable`): NUL in a stream
+    id, an unpaired surrogate anywhere. Such text only comes from a client (JSON can
+    spell a lone surrogate), so the HTTP app answers it as invalid input."""
+
+
 @dataclass(frozen=True, slots=True)
 class RecordedEvent:
     """One stored row. ``data`` and ``metadata`` are kept as stored text and decoded on
@@ -171,7 +177,11 @@ class EventStore:
     - Errors: :class:`StoreUnavailable` when the database cannot be reached or is not
       migrated, :class:`EventStoreError` for anything else the database refuses;
       ``ValueError`` for a stream id that is empty, over 255 characters or holds a
-      control character.
+      control character, and :class:`UnstorableText` (a ``ValueError``) for text
+      neither backend can hold (see :func:`storable`).
+    - A stream id or a queried value that the database cannot hold (:func:`storable`)
+      names nothing that can exist: reads answer "not found" (version 0, no events)
+      without asking the database, on every backend alike.
 
     ``EventStore(engine)`` and :meth:`from_url` put the store on the adapter of the
     engine's backend (:attr:`adapter`), which does the append — serialization, version
@@ -238,17 +248,30 @@ class EventStore:
     def append_many(
         self, writes: Sequence[StreamWrite], metadata: Mapping[str, Any] | None = None
     ) -> list[RecordedEvent]:
-        """Append to several streams atomically: all commit, or none (any conflict aborts)."""
+        """Append to several streams atomically: all commit, or none (any conflict aborts).
+        Raises ``ValueError`` (nothing written) for a stream id :func:`_check_stream_id`
+        refuses, :class:`UnstorableText` for metadata or event text that is not UTF-8
+        (:func:`storable`)."""
         for write in writes:
             _check_stream_id(write.stream_id)
         meta = dict(metadata or {})
         meta.setdefault("time", now_iso(self.clock))
         meta_text = canonical_json(meta)
+        _check_storable("metadata", meta_text)
         if not any(write.events for write in writes) and all(
             write.expected_version is None for write in writes
         ):
             return []
-        return list(starmap(RecordedEvent, self.adapter.append(writes, meta_text)))
+        try:
+            return list(starmap(RecordedEvent, self.adapter.append(writes, meta_text)))
+        except UnicodeEncodeError as exc:
+            # Canonical JSON escapes NUL but keeps other text as is (events/chain.py), so
+            # an event field holding an unpaired surrogate reaches the driver, which
+            # cannot encode it: the same refusal on both backends, nothing written.
+            raise UnstorableText(
+                f"event data holds {exc.object[exc.start:exc.end]!r}, which is not "
+                "Unicode text the event store can hold (an unpaired surrogate)"
+            ) from None
 
     def _conflict_from(self, writes: Sequence[StreamWrite], exc: Exception) -> Exception:
         """Translate a unique violation that slipped past the explicit version check.
@@ -281,11 +304,15 @@ class EventStore:
 
     def stream_version(self, stream_id: str) -> int:
         """The stream's current version (0 when it has no events)."""
+        if not storable(stream_id):
+            return 0  # can never exist (storable)
         with self._connect() as conn:
             return self._stream_version(conn, stream_id)
 
     def read_stream(self, stream_id: str, after_version: int = 0) -> list[RecordedEvent]:
         """All events of one stream after ``after_version``, in version order."""
+        if not storable(stream_id):
+            return []  # can never exist (storable)
         with self._connect() as conn:
             result = conn.execute(
                 sa.text(
@@ -299,7 +326,9 @@ class EventStore:
     def read_streams(self, stream_ids: Sequence[str]) -> dict[str, list[RecordedEvent]]:
         """Several streams in one query, each in version order."""
         out: dict[str, list[RecordedEvent]] = {s: [] for s in stream_ids}
-        if not stream_ids:
+        # Ids that can never exist (storable) stay empty without being sent.
+        wanted = [s for s in stream_ids if storable(s)]
+        if not wanted:
             return out
         with self._connect() as conn:
             result = conn.execute(
@@ -307,7 +336,7 @@ class EventStore:
                     f"SELECT {self._COLUMNS} FROM events WHERE stream_id IN :ids "
                     "ORDER BY position"
                 ).bindparams(sa.bindparam("ids", expanding=True)),
-                {"ids": list(stream_ids)},
+                {"ids": wanted},
             )
             for row in result:
                 out[row[1]].append(RecordedEvent(*row))
@@ -432,15 +461,44 @@ def _json_object(position: int, column: str, text: str) -> dict[str, Any]:
     return value
 
 
+def storable(text: str) -> bool:
+    """True when both backends can hold ``text`` in a text column or a query parameter.
+
+    The identifier rule (docs/event-store.md, "Identifiers the database cannot hold"):
+    PostgreSQL text cannot hold NUL (U+0000) and neither backend can hold an unpaired
+    surrogate (it has no UTF-8 form). Such a value was never written, so a read that
+    names it answers "not found" instead of sending it — PostgreSQL would raise
+    ``DataError`` where SQLite answers nothing — and an append refuses it with
+    ``ValueError``: the same on both backends.
+    """
+    if "\x00" in text:
+        return False
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _check_storable(what: str, text: str) -> None:
+    if not storable(text):
+        raise UnstorableText(f"{what} {text!r} cannot be stored: PostgreSQL text cannot hold "
+                         "NUL (U+0000), and unpaired surrogates have no UTF-8 form")
+
+
 def _check_stream_id(stream_id: str) -> None:
+    """Raise ``ValueError`` (saying why) unless ``stream_id`` is one an append accepts:
+    1-255 characters, no control character, text the database can hold (:func:`storable`)."""
+    if not isinstance(stream_id, str) or not 0 < len(stream_id) <= 255:
+        raise ValueError(f"invalid stream id {stream_id!r}: 1-255 characters")
+    _check_storable("stream id", stream_id)
     # The hash chain joins fields with a unit separator (events/chain.py); stream ids are
     # the only free-text field not JSON-escaped, so control characters are refused here.
-    if (
-        not isinstance(stream_id, str)
-        or not 0 < len(stream_id) <= 255
-        or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in stream_id)
-    ):
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in stream_id):
         raise ValueError(
-            f"invalid stream id {stream_id!r}: 1-255 characters, no control characters"
+            f"invalid stream id {stream_id!r}: no control characters (the hash chain "
+            "separates fields with U+001F)"
         )
 

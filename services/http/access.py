@@ -9,6 +9,7 @@ import falcon
 from oauthledger.events.state import UserState, user_stream
 from oauthledger.services.deps import Deps
 from oauthledger.services.http.context import basic_credentials
+from oauthledger.services.http.input_guard import impossible_identifier
 from oauthledger.services.http.session_cookies import current_session
 from oauthledger.services.sessions import Session, login_subjects
 from oauthledger.services.users import check_password
@@ -64,7 +65,11 @@ def api_user(req: falcon.Request, deps: Deps) -> UserState:
 def _basic_user(req: falcon.Request, deps: Deps, name: str, password: str) -> UserState | None:
     """The user whose Basic password is right, counted against the same failure counters
     and locks as /login (services.sessions.login_subjects). While a lock holds the
-    password is not checked at all, so a locked account costs no argon2 work."""
+    password is not checked at all, so a locked account costs no argon2 work. A name no
+    account can have (services.http.input_guard) is refused the same way as a wrong
+    password, before any lookup or count: there is no account to protect."""
+    if impossible_identifier(name):
+        raise ApiRefused(401, "wrong username or password")
     subjects = login_subjects(name, req.context.address)
     wait = deps.sessions.wait_seconds(*subjects)
     if wait:

@@ -1,7 +1,8 @@
 """Per-request context: the request id and event metadata, the client address behind
 trusted proxies, Basic credentials, the URL the client signed, the (capped) body and
-form, and the ``RequestContext`` middleware that sets them up and finishes every
-response (security headers, session cookie)."""
+form, and the ``RequestContext`` middleware that sets them up, refuses path parameters
+no identifier can be, and finishes every response (security headers, session
+cookie)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from urllib.parse import parse_qsl, quote
 import falcon
 
 from oauthledger.services.deps import Deps
+from oauthledger.services.http.input_guard import check_path_params
 from oauthledger.services.http.rendering import set_security_headers
 from oauthledger.services.http.session_cookies import set_session_cookie
 from oauthledger.services.oauth.request import SignedRequest, parse_request
@@ -63,6 +65,9 @@ def external_url(req: falcon.Request, deps: Deps) -> str:
         path, _, query = raw.partition("?")
         if path.startswith(("http://", "https://")):  # absolute-form request target
             path = "/" + path.split("/", 3)[3] if path.count("/") >= 3 else "/"
+        # gunicorn's RAW_URI carries the query; a server whose RAW_URI is the path alone
+        # (falcon.testing's) still hands over the raw query in QUERY_STRING (PEP 3333).
+        query = query or req.env.get("QUERY_STRING", "")
     else:
         path = quote(req.env.get("SCRIPT_NAME", "") + req.env.get("PATH_INFO", ""),
                      safe="/:@!$&'()*+,;=-._~%")
@@ -125,6 +130,13 @@ class RequestContext:
         rid = req.get_header("X-Request-Id")
         req.context.request_id = rid if rid and _REQUEST_ID.match(rid) else secrets.token_hex(8)
         req.context.address = client_address(req, self.deps)
+
+    def process_resource(self, req: falcon.Request, resp: falcon.Response, resource: Any,
+                         params: dict[str, Any]) -> None:
+        """Answer 404 for a path parameter no identifier can be (a control character or
+        an unpaired surrogate) before any responder looks it up
+        (services.http.input_guard)."""
+        check_path_params(params)
 
     def process_response(self, req: falcon.Request, resp: falcon.Response, resource: Any,
                          req_succeeded: bool) -> None:

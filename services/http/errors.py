@@ -11,9 +11,9 @@ import falcon
 import redis
 
 from oauthledger.events.errors import ConcurrencyConflict, SealingError, StoreUnavailable
+from oauthledger.events.store import UnstorableText
 from oauthledger.services.deps import Deps
 from oauthledger.services.errors import Conflict, NotFound, ValidationError
-from oauthledger.services.ledger import ReadModelUnavailable
 from oauthledger.services.oauth.problems import OAuthProblem
 
 log = logging.getLogger(__name__)
@@ -65,12 +65,13 @@ def install_error_handlers(app: falcon.App, deps: Deps) -> None:
                      dependency="store")
 
     def on_redis(req, resp, ex: Exception, params) -> None:  # type: ignore[no-untyped-def]
+        # Only a request that cannot be answered without Redis gets here: a write that
+        # reached the log answers success even when Redis cannot be told of it
+        # (services.ledger.Ledger.commit; docs/design.md, "Read your writes").
         log.error("redis unavailable: %s", ex)
         resp.set_header("Retry-After", "5")
-        detail = ("the change was recorded in the event log and takes effect as soon as "
-                  "Redis is reachable" if isinstance(ex, ReadModelUnavailable)
-                  else "Redis cannot be reached")
-        problem_json(resp, 503, "Redis unavailable", detail, dependency="redis")
+        problem_json(resp, 503, "Redis unavailable", "Redis cannot be reached",
+                     dependency="redis")
 
     def on_sealing(req, resp, ex: SealingError, params) -> None:  # type: ignore[no-untyped-def]
         log.error("sealing key problem: %s", ex)
@@ -84,7 +85,22 @@ def install_error_handlers(app: falcon.App, deps: Deps) -> None:
         problem_json(resp, 500, "Internal error",
                      f"request {req.context.get('request_id', '')} failed; see the server log")
 
+    def on_not_text(req, resp, ex: Exception, params) -> None:  # type: ignore[no-untyped-def]
+        # JSON can spell an unpaired surrogate ("\ud800"), which no database, key ring or
+        # signature can encode as UTF-8 (RFC 3629 §3), and the store refuses what the
+        # database cannot hold: the client's input, not a fault (docs/event-store.md,
+        # "Identifiers the database cannot hold").
+        if isinstance(ex, UnicodeEncodeError) and ex.reason != "surrogates not allowed":
+            on_unexpected(req, resp, ex, params)
+            return
+        problem_json(resp, 422, "Invalid input",
+                     "a value in the request is not text that can be stored: an unpaired "
+                     "surrogate (such as \\ud800 in JSON) or NUL in a name; send UTF-8 "
+                     "text without control characters")
+
     app.add_error_handler(Exception, on_unexpected)
+    app.add_error_handler(UnstorableText, on_not_text)
+    app.add_error_handler(UnicodeEncodeError, on_not_text)
     app.add_error_handler(OAuthProblem, on_oauth)
     app.add_error_handler(ValidationError, on_validation)
     app.add_error_handler(NotFound, on_not_found)
@@ -92,7 +108,6 @@ def install_error_handlers(app: falcon.App, deps: Deps) -> None:
     app.add_error_handler(ConcurrencyConflict, on_conflict)
     app.add_error_handler(StoreUnavailable, on_store)
     app.add_error_handler(redis.RedisError, on_redis)
-    app.add_error_handler(ReadModelUnavailable, on_redis)
     app.add_error_handler(SealingError, on_sealing)
 
     def serialize(req: falcon.Request, resp: falcon.Response, ex: falcon.HTTPError) -> None:

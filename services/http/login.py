@@ -7,6 +7,7 @@ import falcon
 from oauthledger.events.state import UserState, user_stream
 from oauthledger.services.deps import Deps
 from oauthledger.services.http.context import form
+from oauthledger.services.http.input_guard import impossible_identifier
 from oauthledger.services.http.rendering import render
 from oauthledger.services.http.session_cookies import current_session, ensure_session
 from oauthledger.services.oauth.redirects import local_target
@@ -38,7 +39,8 @@ class LoginResource:
         deps = self.deps
         sess = ensure_session(req, deps)
         data = form(req)
-        username = data.get("username", "").strip()[:100]
+        raw_username = data.get("username", "")
+        username = raw_username.strip()[:100]
         target = safe_next(data.get("next"))
 
         def fail(message: str, status: int = 401) -> None:
@@ -47,6 +49,12 @@ class LoginResource:
 
         if not deps.sessions.csrf_ok(sess, data.get("csrf_token")):
             fail("The form expired. Please sign in again.", 403)
+            return
+        if impossible_identifier(raw_username):
+            # No account has such a name (services.http.input_guard), wherever the control
+            # character sits (str.strip() would take U+001F or U+0085 for a blank): the
+            # answer of a wrong password, without a lookup or a failure count.
+            fail("Wrong username or password.")
             return
         subjects = login_subjects(username, req.context.address)
         wait = deps.sessions.wait_seconds(*subjects)

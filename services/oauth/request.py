@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from urllib.parse import unquote_to_bytes
+from urllib.parse import quote, unquote_to_bytes
 
 from oauthlib.oauth1.rfc5849.signature import base_string_uri
 
@@ -53,10 +53,39 @@ _QUOTED_PAIR = re.compile(r"\\(.)")
 # text fail this).
 _FORMISH = re.compile(r"[A-Za-z0-9\-._~%+!*'(),;:@/?=&]*\Z")
 _FORM_TYPE = "application/x-www-form-urlencoded"
+# Characters no OAuth parameter and no identifier holds: control characters (Unicode
+# category Cc: U+0000-U+001F, U+007F-U+009F) and unpaired surrogates (no UTF-8 form,
+# RFC 3629 §3). Consumer keys, tokens, nonces, signatures and verifiers are printable;
+# NUL would also reach PostgreSQL, whose text cannot hold it (docs/event-store.md,
+# "Identifiers the database cannot hold").
+_UNUSABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# Parameters checked by that rule: the protocol's own and its extensions
+# (xoauth_requestor_id names a user). Other parameters belong to the resource.
+_CHECKED_PREFIXES = ("oauth_", "xoauth_")
 
 
 def _rejected(name: str, advice: str) -> OAuthProblem:
     return OAuthProblem("parameter_rejected", advice, oauth_parameters_rejected=name)
+
+
+def unusable_character(text: str) -> str | None:
+    """The first character of ``text`` that no identifier holds (a control character or
+    an unpaired surrogate), written ``U+XXXX``; None when there is none."""
+    found = _UNUSABLE.search(text)
+    return None if found is None else f"U+{ord(found.group()):04X}"
+
+
+def _check_characters(name: str, value: str, where: str) -> None:
+    """Refuse an OAuth parameter whose name or value holds a character no parameter
+    holds (see ``_UNUSABLE``), naming the parameter (percent-encoded when its name is
+    the culprit, as RFC 5849 §3.6 writes any parameter)."""
+    bad = unusable_character(name) or unusable_character(value)
+    if bad is not None:
+        shown = name if unusable_character(name) is None else \
+            quote(name.encode("utf-8", "surrogatepass"), safe="")
+        raise _rejected(shown, f"{shown} in the {where} holds {bad}, a control character "
+                               "or unpaired surrogate; OAuth parameters are printable text")
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,6 +319,12 @@ def parse_request(
 
     sources: list[tuple[str, list[tuple[str, str]]]] = []
     auth = _header(headers, "Authorization")
+    # A server hands over latin-1 text, but the verify API's JSON can carry unpaired
+    # surrogates, which no signature base string can encode (RFC 3629 §3).
+    for where, text in (("request URL", url), ("Authorization header", auth or "")):
+        if not text.isascii() and _SURROGATE.search(text):
+            raise OAuthProblem("parameter_rejected", f"the {where} holds an unpaired "
+                               "surrogate, which is not text; send UTF-8")
     if auth:
         header_params = parse_authorization(auth)
         if header_params:
@@ -309,6 +344,8 @@ def parse_request(
     for where, pairs in sources:
         seen_here: set[str] = set()
         for name, value in pairs:
+            if name.startswith(_CHECKED_PREFIXES):
+                _check_characters(name, value, where)
             if not name.startswith("oauth_"):
                 params.append((name, value))  # RFC 5849 §3.4.1.3.1: all of them, repeats too
                 continue

@@ -20,8 +20,9 @@ from oauthledger.events.catalog import AccessTokenRevoked, ConsumerRegistered, U
 from oauthledger.events.chain import canonical_json, row_hash
 from oauthledger.events.errors import ConcurrencyConflict, StoreUnavailable
 from oauthledger.events.migrate import current_revision, ensure_schema, head_revision, upgrade
+from oauthledger.events.queries import streams_of_type, streams_with
 from oauthledger.events.schema import GENESIS_HASH
-from oauthledger.events.store import EventStore, RecordedEvent, StreamWrite
+from oauthledger.events.store import EventStore, RecordedEvent, StreamWrite, UnstorableText
 from tests.conftest import PG_URL
 
 
@@ -243,6 +244,75 @@ def test_default_time_is_now_in_utc(store: EventStore) -> None:
     meta = store.read_stream("token-a")[0].meta
     stamp = datetime.fromisoformat(meta["time"])
     assert stamp.utcoffset() is not None and stamp.utcoffset().total_seconds() == 0
+
+
+# -- identifiers the database cannot hold -----------------------------------------------
+
+# PostgreSQL text cannot hold NUL, and no backend holds an unpaired surrogate (no UTF-8
+# form): ids and values built from them can never exist (docs/event-store.md,
+# "Identifiers the database cannot hold").
+IMPOSSIBLE = ["token-\x00", "\x00", "token-a\x00", "token-\ud800", "user-\udfffx"]
+
+
+@pytest.mark.parametrize("stream_id", IMPOSSIBLE)
+def test_reads_of_an_impossible_stream_id_find_nothing(store: EventStore,
+                                                      stream_id: str) -> None:
+    store.append("token-a", 0, [revoked(1)])
+    assert store.stream_version(stream_id) == 0
+    assert store.read_stream(stream_id) == []
+    assert store.read_stream(stream_id, after_version=0) == []
+    both = store.read_streams([stream_id, "token-a"])
+    assert both[stream_id] == []
+    assert [r.stream_version for r in both["token-a"]] == [1]
+    assert store.read_streams([stream_id]) == {stream_id: []}
+
+
+@pytest.mark.parametrize("stream_id", IMPOSSIBLE)
+def test_appends_to_an_impossible_stream_id_are_refused_and_write_nothing(
+        store: EventStore, stream_id: str) -> None:
+    store.append("token-a", 0, [revoked(1)])
+    with pytest.raises(UnstorableText, match="cannot be stored: PostgreSQL text cannot hold NUL"):
+        store.append(stream_id, 0, [revoked(2)])
+    with pytest.raises(ValueError, match="cannot be stored"):
+        store.append_many([StreamWrite("token-b", 0, [revoked(3)]),
+                           StreamWrite(stream_id, 0, [revoked(4)])])
+    assert store.head() == 1
+    assert store.stream_count() == 1
+    assert store.verify().ok
+
+
+@pytest.mark.parametrize("stream_id", ["token-\x01", "token-\x1f", "token-\x7f", "", "t" * 256])
+def test_stream_ids_with_control_characters_or_bad_lengths_are_refused(
+        store: EventStore, stream_id: str) -> None:
+    with pytest.raises(ValueError, match="invalid stream id"):
+        store.append(stream_id, 0, [revoked(1)])
+    assert store.head() == 0
+
+
+def test_event_text_that_is_not_unicode_is_refused_and_writes_nothing(
+        store: EventStore) -> None:
+    store.append("token-a", 0, [revoked(1)])
+    with pytest.raises(UnstorableText, match="unpaired surrogate"):
+        store.append("token-b", 0, [revoked(2, by="admin\ud800")])
+    with pytest.raises(UnstorableText, match="metadata .* cannot be stored"):
+        store.append("token-b", 0, [revoked(2)], {"actor": "\udc80"})
+    assert store.head() == 1
+    # NUL inside event text is JSON-escaped (RFC 8259 §7), so both backends hold it.
+    row = store.append("token-b", 0, [revoked(3, by="a\x00b")], {"actor": "x\x00y"})[0]
+    assert store.read_stream("token-b") == [row]
+    assert row.event.by == "a\x00b" and row.meta["actor"] == "x\x00y"
+    assert store.verify().ok
+
+
+@pytest.mark.parametrize("value", ["\x00", "bob\x00", "\ud800"])
+def test_field_queries_with_impossible_values_find_nothing(store: EventStore,
+                                                          value: str) -> None:
+    store.append("token-a", 0, [revoked(1, by="bob")])
+    assert streams_with(store, ["AccessTokenRevoked"], "by", "bob") == ["token-a"]
+    assert streams_with(store, ["AccessTokenRevoked"], "by", value) == []
+    assert streams_with(store, ["AccessTokenRevoked", value], "by", "bob") == ["token-a"]
+    assert streams_of_type(store, "AccessTokenRevoked") == ["token-a"]
+    assert streams_of_type(store, value) == []
 
 
 # -- upcasting on read ------------------------------------------------------------------
