@@ -48,6 +48,11 @@ class Settings:
     realm: str = "oauthledger"
     redis_prefix: str = "ol"
     allow_plaintext_over_http: bool = False
+    fetch_allow_private: bool = False
+    """OAUTHLEDGER_FETCH_ALLOW_PRIVATE: let "add by URL" fetch consumer info from loopback,
+    RFC 1918, RFC 4193 (ULA) and CGNAT addresses (two installations on one private network,
+    tests). Link-local, multicast, unspecified and reserved addresses stay refused
+    (docs/admin.md, "Add by URL")."""
     login_max_failures: int = 5
     sweep_interval: float = 60.0
     catchup_interval: float = 5.0
@@ -186,6 +191,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         redis_prefix=_prefix(get("REDIS_PREFIX") or "ol"),
         allow_plaintext_over_http=_bool(
             PREFIX + "ALLOW_PLAINTEXT_OVER_HTTP", get("ALLOW_PLAINTEXT_OVER_HTTP") or "false"
+        ),
+        fetch_allow_private=_bool(
+            PREFIX + "FETCH_ALLOW_PRIVATE", get("FETCH_ALLOW_PRIVATE") or "false"
         ),
         login_max_failures=int(max_failures_raw),
         sweep_interval=duration("SWEEP_INTERVAL", 60),

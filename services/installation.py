@@ -1,5 +1,6 @@
 """This installation's own consumer identity (the Consumer Info tab), its consumer-info
-XML, and reading another application's consumer-info XML (adding a consumer by URL).
+XML, and parsing another application's consumer-info XML (adding a consumer by URL; the
+fetch itself, and what it refuses, is services/remote_fetch.py).
 
 The identity is generated on first use (docs/oauth.md, "What the administration keeps"):
 a key ``<name>:<digits>`` as Atlassian applications make them, and an RSA-2048 key pair.
@@ -9,13 +10,10 @@ The private key only ever enters the log sealed (``private_key_sealed``).
 from __future__ import annotations
 
 import secrets
-import urllib.error
-import urllib.request
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -32,10 +30,6 @@ CONSUMER_INFO_PATH = "/plugins/servlet/oauth/consumer-info"
 DEFAULT_NAME = "oauthledger"
 MAX_NAME = 255
 MAX_DESCRIPTION = 2000
-# Fetching another application's consumer info: a person waits for it, and an admin
-# must not be able to make the server download something big or hang on it.
-FETCH_TIMEOUT = 5.0
-FETCH_MAX_BYTES = 64 * 1024
 
 
 def _new_key_pair() -> tuple[str, str]:
@@ -192,45 +186,3 @@ def parse_consumer_info(body: bytes, url: str = "") -> RemoteConsumerInfo:
     return RemoteConsumerInfo(url=url, key=key, name=text("name") or key,
                               description=text("description"), public_key=public_key,
                               callback_url=callback)
-
-
-class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
-    """Follow redirects only to http(s) URLs."""
-
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
-        if urlsplit(newurl).scheme not in ("http", "https"):
-            raise urllib.error.HTTPError(newurl, code, "redirect to a non-http(s) URL refused",
-                                         headers, fp)
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
-
-
-def consumer_info_url(base_url: str) -> str:
-    """The consumer-info URL of an application at ``base_url`` (http or https only)."""
-    base = (base_url or "").strip()
-    parts = urlsplit(base)
-    if len(base) > 2000 or parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValidationError({"base_url": "must be an absolute http:// or https:// URL"})
-    if base.endswith(CONSUMER_INFO_PATH):
-        return base
-    return base.rstrip("/") + CONSUMER_INFO_PATH
-
-
-def fetch_consumer_info(base_url: str, timeout: float = FETCH_TIMEOUT,
-                        max_bytes: int = FETCH_MAX_BYTES) -> RemoteConsumerInfo:
-    """GET the other application's consumer info: short timeout, size cap, http(s) only.
-    Every failure is a ValidationError on ``base_url`` saying what went wrong."""
-    url = consumer_info_url(base_url)
-    opener = urllib.request.build_opener(_HttpOnlyRedirects())
-    request = urllib.request.Request(url, headers={"Accept": "application/xml, text/xml",
-                                                   "User-Agent": "oauthledger"})
-    try:
-        with opener.open(request, timeout=timeout) as resp:
-            body = resp.read(max_bytes + 1)
-    except urllib.error.HTTPError as exc:
-        raise ValidationError({"base_url": f"{url} answered HTTP {exc.code}"}) from None
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise ValidationError({"base_url": f"could not fetch {url}: {reason}"}) from None
-    if len(body) > max_bytes:
-        raise ValidationError({"base_url": f"{url} sent more than {max_bytes // 1024} KiB"})
-    return parse_consumer_info(body, url)

@@ -49,7 +49,8 @@ def _add_users(stack: Stack, users: list[tuple[str, bool]]) -> None:
 def stacks() -> Iterator[tuple[Stack, Stack]]:
     """Two separate oauthledger installations: A (under test: an admin ``admin`` and a
     user ``alice``) and B (the other application whose consumer info A fetches)."""
-    a = make_stack(servers=1, worker=False)
+    # B listens on loopback: A may fetch from it only with the operator's setting.
+    a = make_stack(servers=1, worker=False, OAUTHLEDGER_FETCH_ALLOW_PRIVATE="1")
     try:
         b = make_stack(servers=1, worker=False)
     except BaseException:

@@ -9,6 +9,7 @@ from typing import Any
 import falcon
 
 from oauthledger.services import installation as inst
+from oauthledger.services import remote_fetch
 from oauthledger.services.deps import Deps
 from oauthledger.services.errors import ValidationError
 from oauthledger.services.http.access import api_admin
@@ -65,14 +66,18 @@ class RotateResource(ApiBase):
 
 
 class RemoteConsumerInfoResource(ApiBase):
-    """GET ?baseUrl=...: fetch another application's consumer info (nothing is stored)."""
+    """GET ?baseUrl=...: fetch another application's consumer info (nothing is stored),
+    vetted by services/remote_fetch.py (docs/admin.md, "Add by URL")."""
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         api_admin(req, self.deps)
         base = req.get_param("baseUrl") or ""
         if not base:
             raise ValidationError({"base_url": "is required"})
-        resp.media = inst.fetch_consumer_info(base).view()
+        # The request's environ tells the fetch this server's own addresses: a sync
+        # worker must never fetch from itself.
+        fetch_policy = remote_fetch.policy(self.deps.settings, req.env)
+        resp.media = remote_fetch.fetch_consumer_info(base, fetch_policy).view()
 
 
 def add_routes(app: falcon.App, deps: Deps) -> None:

@@ -1,5 +1,7 @@
 """The Consumers tab: the list, add by hand, add by URL (fetch the other application's
-consumer info, review, confirm), edit with the recent history, and remove."""
+consumer info, review, confirm), edit with the recent history, reset the shared secret,
+and remove. RSA keys under the recommended size are flagged wherever a consumer is
+shown (services.oauth.signatures.rsa_key_warning)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import falcon
 
 from oauthledger.events.state import UserState
 from oauthledger.services import consumers as svc
-from oauthledger.services import installation as inst
+from oauthledger.services import remote_fetch
 from oauthledger.services.deps import Deps
 from oauthledger.services.errors import Conflict, NotFound, ValidationError
 from oauthledger.services.http.context import meta
@@ -23,7 +25,7 @@ from oauthledger.services.http.pages.base import (
     see_other,
     use_page_filters,
 )
-from oauthledger.services.oauth.signatures import METHODS
+from oauthledger.services.oauth.signatures import METHODS, rsa_key_warning
 from oauthledger.services.sessions import Session
 
 CONSUMER_FLAGS = ("three_legged", "allow_impersonation", "allow_oauth10")
@@ -74,6 +76,11 @@ def _consumer_input(data: dict[str, str], multi: dict[str, list[str]], *, adding
     )
 
 
+def _key_warning(state: Any) -> str | None:
+    """NIST SP 800-131A: the warning for an RSA key under 2048 bits, or None."""
+    return rsa_key_warning(state.public_key) if state.public_key else None
+
+
 def _add_form(page: Page, resp: falcon.Response, user: UserState, sess: Session,
               values: dict[str, Any], errors: dict[str, str], status: int = 200,
               fetched: Any = None) -> None:
@@ -81,6 +88,7 @@ def _add_form(page: Page, resp: falcon.Response, user: UserState, sess: Session,
     a new consumer has no history and no tokens yet."""
     page.page(resp, "admin_consumer_form.html", user, sess, status=status, tab="consumers",
               mode="add", values=values, errors=errors, methods=METHODS, fetched=fetched,
+              fetched_key_warning=_key_warning(fetched) if fetched else None,
               history=[], outstanding=0)
 
 
@@ -94,7 +102,8 @@ class ConsumersPage(Page):
         states = svc.list_consumers(self.deps.ledger)
         counts = svc.outstanding_tokens(self.deps.ledger, [s.key for s in states])
         self.page(resp, "admin_consumers.html", *who, tab="consumers", consumers=states,
-                  counts=counts, notice=notice(req))
+                  counts=counts, key_warnings={s.key: _key_warning(s) for s in states},
+                  notice=notice(req))
 
 
 class ConsumerAddPage(Page):
@@ -124,7 +133,8 @@ class ConsumerAddPage(Page):
             return
         # The generated secret is shown on this page, once; it is never shown again.
         self.page(resp, "admin_consumer_created.html", user, sess, status=201,
-                  tab="consumers", consumer=state, secret=secret)
+                  tab="consumers", consumer=state, secret=secret,
+                  key_warning=_key_warning(state))
 
 
 class ConsumerFetchPage(Page):
@@ -145,7 +155,8 @@ class ConsumerFetchPage(Page):
         user, sess, data = posted
         base_url = data.get("base_url", "").strip()
         try:
-            info = inst.fetch_consumer_info(base_url)
+            info = remote_fetch.fetch_consumer_info(
+                base_url, remote_fetch.policy(self.deps.settings, req.env))
         except ValidationError as exc:
             self.page(resp, "admin_consumer_fetch.html", user, sess, status=422,
                       tab="consumers", base_url=base_url, errors=exc.fields)
@@ -156,19 +167,23 @@ class ConsumerFetchPage(Page):
         _add_form(self, resp, user, sess, values, {}, fetched=info)
 
 
+def _edit_form(page: Page, resp: falcon.Response, user: UserState, sess: Session, key: str,
+               values: dict[str, Any], errors: dict[str, str], status: int = 200,
+               notice: str | None = None) -> None:
+    """The consumer's page: its settings to edit, its history, the secret reset and the
+    remove buttons."""
+    state = svc.load_consumer(page.deps.ledger, key)
+    page.page(resp, "admin_consumer_form.html", user, sess, status=status,
+              tab="consumers", mode="edit", values=values, errors=errors,
+              methods=METHODS, fetched=None, consumer=state, notice=notice,
+              key_warning=_key_warning(state),
+              history=svc.consumer_history(page.deps.ledger, key, limit=20),
+              outstanding=svc.outstanding_tokens(page.deps.ledger, [key])[key])
+
+
 class ConsumerEditPage(Page):
     """GET ?key=: the consumer's settings (editable, key fixed), its recent history from
     the log and the remove button; POST saves."""
-
-    def _render(self, resp: falcon.Response, user: UserState, sess: Session, key: str,
-                values: dict[str, Any], errors: dict[str, str], status: int = 200,
-                notice: str | None = None) -> None:
-        state = svc.load_consumer(self.deps.ledger, key)
-        self.page(resp, "admin_consumer_form.html", user, sess, status=status,
-                  tab="consumers", mode="edit", values=values, errors=errors,
-                  methods=METHODS, fetched=None, consumer=state, notice=notice,
-                  history=svc.consumer_history(self.deps.ledger, key, limit=20),
-                  outstanding=svc.outstanding_tokens(self.deps.ledger, [key])[key])
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         who = admin_session(req, resp, self.deps)
@@ -180,7 +195,7 @@ class ConsumerEditPage(Page):
         except NotFound:
             self.not_found(resp, *who, "consumer")
             return
-        self._render(resp, *who, key, _consumer_values(state), {}, notice=notice(req))
+        _edit_form(self, resp, *who, key, _consumer_values(state), {}, notice=notice(req))
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         posted = self.admin_post(req, resp)
@@ -198,14 +213,42 @@ class ConsumerEditPage(Page):
             return
         except ValidationError as exc:
             values = {**_consumer_form_values(data, multi), "key": key}
-            self._render(resp, user, sess, key, values, exc.fields, status=422)
+            _edit_form(self, resp, user, sess, key, values, exc.fields, status=422)
             return
         if secret is not None:
             state = svc.load_consumer(self.deps.ledger, key)
             self.page(resp, "admin_consumer_created.html", user, sess, tab="consumers",
-                      consumer=state, secret=secret, updated=True)
+                      consumer=state, secret=secret, updated=True,
+                      key_warning=_key_warning(state))
             return
         raise see_other(f"{ADMIN}/consumers/edit", key=key, done="consumer-updated")
+
+
+class ConsumerSecretResetAction(Page):
+    """POST key: replace the consumer's shared secret with a generated one and show it,
+    once, on the page this POST answers (never again, never in a redirect)."""
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        posted = self.admin_post(req, resp)
+        if posted is None:
+            return
+        user, sess, data = posted
+        key = data.get("key", "")
+        try:
+            state, secret = svc.reset_secret(self.deps.ledger, self.deps.sealer, key,
+                                             meta(req, user.name))
+        except NotFound:
+            self.not_found(resp, user, sess, "consumer")
+            return
+        except ValidationError as exc:
+            # The consumer has no shared secret (the page offers no reset then; another
+            # admin changed it meanwhile).
+            state = svc.load_consumer(self.deps.ledger, key)
+            _edit_form(self, resp, user, sess, key, _consumer_values(state), exc.fields,
+                       status=422)
+            return
+        self.page(resp, "admin_consumer_created.html", user, sess, tab="consumers",
+                  consumer=state, secret=secret, reset=True)
 
 
 class ConsumerRemoveAction(Page):
@@ -232,6 +275,7 @@ def add_routes(app: falcon.App, deps: Deps) -> None:
         (f"{ADMIN}/consumers/add", ConsumerAddPage),
         (f"{ADMIN}/consumers/fetch", ConsumerFetchPage),
         (f"{ADMIN}/consumers/edit", ConsumerEditPage),
+        (f"{ADMIN}/consumers/reset-secret", ConsumerSecretResetAction),
         (f"{ADMIN}/consumers/remove", ConsumerRemoveAction),
     ]
     for path, cls in routes:
