@@ -89,6 +89,9 @@ def main() -> None:
         os.environ.get("OAUTHLEDGER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"))
     layout = KeyLayout("olbench-" + uuid.uuid4().hex[:8])
     read_model = ReadModel(client, layout)
+    # What a front end's start does: the nonce memory starts before anything is signed
+    # (docs/oauth.md, "Replays across restarts").
+    read_model.start_nonce_epoch(int(time.time()))
     tmp = Path(tempfile.mkdtemp())
     store = EventStore.from_url(f"sqlite:///{tmp / 'events.sqlite3'}")
     upgrade(store.engine)

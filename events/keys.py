@@ -21,6 +21,7 @@ nonces, sessions and login throttles are not projections of the log and sit outs
                                             the hour (expiry bucket, listpack-encoded)
     <ns>:rexpiry                         -> sorted set: pending request token -> expires_at
     <prefix>:n:<consumer>\\x1f<token>\\x1f<timestamp>\\x1f<nonce> -> "1" (EX timestamp window)
+    <prefix>:nonce-epoch                 -> second the nonce memory started (SET NX; no expiry)
     <prefix>:s:<session id>              -> web session JSON (EX idle timeout)
     <prefix>:lf:<account or address>     -> failed login count (EX throttle window)
     <prefix>:ll:<account or address>     -> present while logins must wait (EX delay)
@@ -104,14 +105,16 @@ class KeyLayout:
     @staticmethod
     def expiry(ns: str) -> str:
         """Index of the access-token expiry buckets: a hash from expiry hour (POSIX
-        hours) to "<level> <split pointer> <count>" (linear hashing, events/readmodel.py)."""
+        hours) to "<level> <split pointer> <count>" (linear hashing:
+        :mod:`oauthledger.events.expiry_index`)."""
         return f"{ns}:expiry"
 
     @staticmethod
     def expiry_bucket(ns: str, hour: int, bucket: int) -> str:
         """One expiry bucket: active access tokens expiring in ``hour`` whose hash
-        addresses ``bucket`` (score: milliseconds after the hour's start). The Lua in
-        events/readmodel.py builds the same name."""
+        addresses ``bucket`` (score: milliseconds after the hour's start). The Lua
+        function ``bucket`` in :data:`oauthledger.events.expiry_index.INDEX_LUA` builds
+        the same name."""
         return f"{ns}:x:{hour}:{bucket}"
 
     @staticmethod
@@ -127,6 +130,14 @@ class KeyLayout:
     def nonce(self, consumer_key: str, token: str, timestamp: str, nonce: str) -> str:
         """RFC 5849 §3.3: a nonce is unique per consumer, token and timestamp."""
         return f"{self.prefix}:n:{consumer_key}\x1f{token}\x1f{timestamp}\x1f{nonce}"
+
+    @property
+    def nonce_epoch(self) -> str:
+        """The second (since 1970) the nonce memory started remembering. It sits beside
+        the nonces, so whatever empties the memory (a restart of the in-process store, a
+        flushed or restarted Redis without persistence) takes it along, and the next
+        start sets it again (docs/oauth.md, "Replays across restarts")."""
+        return f"{self.prefix}:nonce-epoch"
 
     def session(self, session_id: str) -> str:
         """A web session."""

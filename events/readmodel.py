@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -158,6 +159,17 @@ class Lookup:
     # With a nonce given: True when this call recorded it, False when it was already
     # recorded (a replay), None when no nonce was given.
     nonce_fresh: bool | None = None
+    # With a nonce given: the second the nonce memory started (:meth:`ReadModel.
+    # start_nonce_epoch`); None when no nonce was given.
+    nonce_epoch: int | None = None
+
+
+@dataclass(frozen=True)
+class NonceRecord:
+    """The verdict of :meth:`ReadModel.consume_nonce`."""
+
+    fresh: bool  # True: recorded now; False: already recorded (a replay)
+    epoch: int  # the second the nonce memory started remembering
 
 
 def token_index_args(kind: str, status: str, expires_at: float) -> tuple[str, str]:
@@ -258,7 +270,8 @@ class ReadModel:
     # -- reading ---------------------------------------------------------------------
 
     def lookup(self, consumer_key: str, token: str | None,
-               nonce: tuple[str, str, float] | None = None) -> Lookup:
+               nonce: tuple[str, str, float] | None = None, *,
+               now: float | None = None) -> Lookup:
         """Consumer and token for a signed request, in one round trip.
 
         One MGET (atomic, and cheaper for Redis than a script) reads the live-
@@ -268,38 +281,71 @@ class ReadModel:
         answer says "incomplete" and the caller falls back to the store (rule 3).
 
         ``nonce`` = (timestamp, nonce, window) also records the request's nonce in the
-        same round trip (``SET NX EX``, pipelined after the MGET). The caller must take
-        it back with :meth:`release_nonce` when the request is then refused, so that only
-        verified requests keep their nonce (the authenticator explains why)."""
+        same round trip (``SET NX EX``, pipelined before the MGET), and the MGET reads
+        the nonce memory's epoch with the entities (docs/oauth.md, "Replays across
+        restarts"); when the memory has none (it was just emptied), the epoch starts at
+        ``now`` (default: the system clock), which costs one more round trip, once. The
+        caller must take the nonce back with :meth:`release_nonce` when the request is
+        then refused, so that only verified requests keep their nonce (the authenticator
+        explains why)."""
         ns = self._live_ns
         fresh: bool | None = None
+        raw_epoch: bytes | None = None
+        result: Lookup | None = None
         for _ in range(3):
             names = [self.keys.active, KeyLayout.checkpoint(ns),
                      KeyLayout.entity(ns, k.CONSUMER, consumer_key)]
             if token:
                 names.append(KeyLayout.entity(ns, k.TOKEN, token))
             if nonce is not None and fresh is None:
+                # The nonce before the epoch: should the memory be emptied between the
+                # two, the MGET finds no epoch and a new one starts now, rather than the
+                # old epoch vouching for nonces that are already gone.
                 pipe = self.redis.pipeline(transaction=False)
-                pipe.mget(names)
                 pipe.set(self.keys.nonce(consumer_key, token or "", nonce[0], nonce[1]), "1",
                          nx=True, ex=_nonce_ttl(nonce[2]))
-                raws, recorded = pipe.execute()
-                fresh = bool(recorded)
+                pipe.mget([*names, self.keys.nonce_epoch])
+                recorded, raws = pipe.execute()
+                fresh, raw_epoch = bool(recorded), raws[-1]
             else:
                 raws = self.redis.mget(names)
             live = raws[0].decode() if isinstance(raws[0], bytes) else raws[0]
             live = live or self.keys.default_namespace
             if live == ns:
-                return Lookup(
+                result = Lookup(
                     namespace=ns,
                     complete=raws[1] is not None,
                     consumer=decode_value(k.CONSUMER, consumer_key, raws[2]),
                     token=decode_value(k.TOKEN, token, raws[3]) if token else None,
                     nonce_fresh=fresh,
                 )
+                break
             ns = self._live_ns = live
-        return Lookup(namespace=ns, complete=False, consumer=None, token=None,
-                      nonce_fresh=fresh)
+        if result is None:
+            result = Lookup(namespace=ns, complete=False, consumer=None, token=None,
+                            nonce_fresh=fresh)
+        if fresh is None:
+            return result
+        epoch = int(raw_epoch) if raw_epoch is not None else self._restart_epoch(now)
+        return dataclasses.replace(result, nonce_epoch=epoch)
+
+    def lookup_user(self, name: str, namespace: str) -> tuple[bool, UserState | None]:
+        """A user's state for the hot path, in one round trip: one atomic MGET of the
+        live-namespace pointer, ``namespace``'s checkpoint and the user key, where
+        ``namespace`` is the one :meth:`lookup` answered from. Returns (complete, user);
+        complete is False when that namespace is no longer live or has no checkpoint, and
+        the caller must read the store instead (docs/design.md, "Store fallback")."""
+        live, checkpoint, raw = self.redis.mget([
+            self.keys.active, KeyLayout.checkpoint(namespace),
+            KeyLayout.entity(namespace, k.USER, name),
+        ])
+        live_ns = (live.decode() if isinstance(live, bytes) else live) or (
+            self.keys.default_namespace
+        )
+        if live_ns != namespace or checkpoint is None:
+            return False, None
+        user = decode_value(k.USER, name, raw)
+        return True, user if isinstance(user, UserState) else None
 
     def get(
         self, kind: str, ident: str, namespace: str | None = None,
@@ -339,12 +385,35 @@ class ReadModel:
     # -- nonces ----------------------------------------------------------------------
 
     def consume_nonce(
-        self, consumer_key: str, token: str, timestamp: str, nonce: str, window: float
-    ) -> bool:
-        """Record a nonce; False when it was already used (RFC 5849 §3.3). Call only
-        after the signature verified, so unsigned traffic cannot burn nonces."""
-        key = self.keys.nonce(consumer_key, token, timestamp, nonce)
-        return bool(self.redis.set(key, "1", nx=True, ex=_nonce_ttl(window)))
+        self, consumer_key: str, token: str, timestamp: str, nonce: str, window: float, *,
+        now: float | None = None,
+    ) -> NonceRecord:
+        """Record a nonce (RFC 5849 §3.3) and read the nonce memory's epoch, in one
+        round trip (the epoch starts at ``now`` when missing, as in :meth:`lookup`). Call
+        only after the signature verified, so unsigned traffic cannot burn nonces."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.set(self.keys.nonce(consumer_key, token, timestamp, nonce), "1", nx=True,
+                 ex=_nonce_ttl(window))
+        pipe.get(self.keys.nonce_epoch)  # after the nonce: see lookup()
+        recorded, raw_epoch = pipe.execute()
+        epoch = int(raw_epoch) if raw_epoch is not None else self._restart_epoch(now)
+        return NonceRecord(fresh=bool(recorded), epoch=epoch)
+
+    def start_nonce_epoch(self, epoch: int) -> int:
+        """Record ``epoch`` (seconds since 1970) as the second the nonce memory started,
+        unless one is recorded already (SET NX); returns the epoch in force. Called when
+        a memory starts (docs/oauth.md, "Replays across restarts"): by the embedded
+        default's start, by each front end's start, and by :meth:`lookup` and
+        :meth:`consume_nonce` when they find none."""
+        pipe = self.redis.pipeline(transaction=True)  # MULTI: the GET sees the SET NX
+        pipe.set(self.keys.nonce_epoch, str(epoch), nx=True)
+        pipe.get(self.keys.nonce_epoch)
+        _, raw = pipe.execute()
+        return int(raw)
+
+    def _restart_epoch(self, now: float | None) -> int:
+        # The memory was emptied (or never started): it remembers from this second on.
+        return self.start_nonce_epoch(int(time.time() if now is None else now))
 
     def release_nonce(self, consumer_key: str, token: str, timestamp: str, nonce: str) -> None:
         """Forget a nonce recorded for a request that was then refused."""

@@ -2,23 +2,29 @@
 
 One daemon thread does what the Celery workers and beat do in production: it projects
 pending events when woken (``wake()``, injected into the front end), catches up every
-``catchup_interval`` and sweeps expiries every ``sweep_interval``. On start it rebuilds
-the in-process projection from the log (docs/design.md, "Two ways to run"). It calls the same
-functions in events/ as the Celery tasks; it does not import workers/.
+``catchup_interval`` and sweeps expiries every ``sweep_interval``. On start it starts the
+nonce memory's epoch and rebuilds the in-process projection from the log (docs/design.md,
+"Two ways to run"). It calls the same functions in events/ as the Celery tasks; it does not
+import workers/.
+
+Thread-safe: the front end's request threads call :meth:`EmbeddedWorkers.wake` (a
+``threading.Event``); start and stop take a lock.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
 
 from oauthledger.events.expiry import sweep_expired
-from oauthledger.events.projection import RebuildBusy, project_pending
+from oauthledger.events.projection import project_pending
 from oauthledger.events.readmodel import ReadModel
 from oauthledger.events.rebuild import rebuild
+from oauthledger.events.rebuild_lock import RebuildBusy
 from oauthledger.events.settings import Settings
 from oauthledger.events.store import EventStore
 
@@ -42,6 +48,7 @@ class EmbeddedWorkers:
         self.clock = clock
         self._woken = threading.Event()
         self._stopping = threading.Event()
+        self._lock = threading.Lock()  # start() and stop() from any thread
         self._thread: threading.Thread | None = None
         self.errors = 0  # failed rounds (logged; the next round retries)
 
@@ -50,28 +57,40 @@ class EmbeddedWorkers:
         self._woken.set()
 
     def start(self, rebuild_first: bool = True) -> None:
-        """Replay the log into the projection, then start the thread."""
-        if self._thread is not None:
-            return
-        if rebuild_first:
-            # RebuildBusy: another runner of this process rebuilds; our rounds catch up.
-            with contextlib.suppress(RebuildBusy):
-                rebuild(self.store, self.read_model)
-        self._stopping.clear()
-        self._thread = threading.Thread(
-            target=self._run, name="oauthledger-embedded-workers", daemon=True
-        )
-        self._thread.start()
+        """Start the nonce memory's epoch, replay the log into the projection, then
+        start the thread."""
+        with self._lock:
+            if self._thread is not None:
+                return
+            # The in-process store is new with this process: the nonces of the previous
+            # one are gone. Rounded up, because a timestamp of the second under way may
+            # have been used against the old memory just before it went (docs/oauth.md,
+            # "Replays across restarts"). SET NX: a second runner keeps the first epoch.
+            epoch = self.read_model.start_nonce_epoch(math.ceil(self.clock()))
+            if rebuild_first:
+                # RebuildBusy: another runner of this process rebuilds; our rounds catch up.
+                with contextlib.suppress(RebuildBusy):
+                    rebuild(self.store, self.read_model)
+            # Serve only once the epoch's second has begun, so a request signed after the
+            # server first answers is never older than its memory (under a second, and
+            # the rebuild has mostly used it up).
+            time.sleep(min(1.0, max(0.0, epoch - self.clock())))
+            self._stopping.clear()
+            self._thread = threading.Thread(
+                target=self._run, name="oauthledger-embedded-workers", daemon=True
+            )
+            self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the thread (after its current round)."""
-        thread = self._thread
-        if thread is None:
-            return
-        self._stopping.set()
-        self._woken.set()
-        thread.join(timeout)
-        self._thread = None
+        with self._lock:
+            thread = self._thread
+            if thread is None:
+                return
+            self._stopping.set()
+            self._woken.set()
+            thread.join(timeout)
+            self._thread = None
 
     @property
     def running(self) -> bool:

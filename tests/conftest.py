@@ -6,6 +6,7 @@ They fail, never skip, when a server is unreachable: a skipped test proves nothi
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -128,6 +129,18 @@ def _no_wake() -> None:
     """A ``wake`` for deps whose test does not watch the projector being woken."""
 
 
+# The deps below stand for a server that has been up for a while: its nonce memory
+# started an hour ago, so requests signed up to a timestamp window in the past pass the
+# epoch rule (docs/oauth.md, "Replays across restarts"; the rule's own tests start
+# memories of their own: tests/unit/test_nonce_epoch_embedded.py).
+NONCE_MEMORY_AGE = 3600
+
+
+def _nonce_memory_running(deps: Any) -> Any:
+    deps.read_model.start_nonce_epoch(int(time.time()) - NONCE_MEMORY_AGE)
+    return deps
+
+
 @contextmanager
 def pg_deps(database_url: str, redis_client: redis.Redis, key_layout: KeyLayout,
             tmp_path: Path, *, wake: Callable[[], None] = _no_wake,
@@ -144,8 +157,9 @@ def pg_deps(database_url: str, redis_client: redis.Redis, key_layout: KeyLayout,
                               "OAUTHLEDGER_DATABASE_URL": database_url,
                               **{f"OAUTHLEDGER_{k}": v for k, v in env.items()}})
     with migrated_store(settings.database_url) as store:
-        yield Deps(settings=settings, store=store, redis=redis_client,
-                   sealer=Sealer(KeyRing.generate()), wake=wake, layout=key_layout)
+        yield _nonce_memory_running(Deps(
+            settings=settings, store=store, redis=redis_client,
+            sealer=Sealer(KeyRing.generate()), wake=wake, layout=key_layout))
 
 
 @contextmanager
@@ -162,7 +176,7 @@ def embedded_deps_in(tmp_path: Path, *, wake: Callable[[], None] = _no_wake,
     settings = load_settings({"OAUTHLEDGER_DATA_DIR": str(tmp_path),
                               **{f"OAUTHLEDGER_{k}": v for k, v in env.items()}})
     assert settings.is_sqlite and settings.embedded_redis, "embedded deps must touch no server"
-    deps = build_deps(settings, wake=wake)
+    deps = _nonce_memory_running(build_deps(settings, wake=wake))
     try:
         yield deps
     finally:

@@ -22,8 +22,11 @@ GUNICORN_CONFIG = "python:oauthledger.services.http.gunicorn_conf"
 @click.option("--bind", default="127.0.0.1:8080", show_default=True, help="HOST:PORT to listen on")
 @click.option("--workers", type=click.IntRange(1, 256), default=None,
               help="gunicorn worker processes (default: 1 embedded, 2 x cores + 1 otherwise)")
+@click.option("--threads", type=click.IntRange(1, 256), default=None,
+              help="request threads per worker (default: 16; a client that stalls "
+                   "mid-request holds one)")
 @pass_cli
-def serve(ctx: CliContext, bind: str, workers: int | None) -> None:
+def serve(ctx: CliContext, bind: str, workers: int | None, threads: int | None) -> None:
     """Run the HTTP server under gunicorn (the packaged oauthledger.services.http.gunicorn_conf)."""
     settings = ctx.settings
     if settings.embedded_broker and workers not in (None, 1):
@@ -34,6 +37,8 @@ def serve(ctx: CliContext, bind: str, workers: int | None) -> None:
     args = [sys.executable, "-m", "gunicorn", "-c", GUNICORN_CONFIG, "--bind", bind]
     if workers:
         args += ["--workers", str(workers)]
+    if threads:
+        args += ["--threads", str(threads)]
     click.echo(f"oauthledger: serving on http://{bind} "
                f"({'embedded default' if settings.embedded_broker else 'production'} mode)",
                err=True)

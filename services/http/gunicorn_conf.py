@@ -4,6 +4,8 @@ Names the app only as a string; settings come from oauthledger.events.settings l
 """
 
 import multiprocessing
+import time
+from typing import Any
 
 from oauthledger.events.settings import load_settings
 
@@ -13,7 +15,16 @@ wsgi_app = "oauthledger.services.http.app:get_app()"
 bind = ["127.0.0.1:8080"]
 # The embedded default keeps its projection in process memory: one process only.
 workers = 1 if _settings.embedded_broker else multiprocessing.cpu_count() * 2 + 1
-worker_class = "sync"
+# docs/operations.md, "Worker model": a sync worker serves one socket at a time, so one
+# client that sends half a request and waits stalls it (and gunicorn then kills it for
+# missing its heartbeat). gthread parks idle and kept-alive connections in a poller and
+# serves the rest on a thread pool: a client that stalls mid-request holds one thread,
+# not the worker; the worker keeps its heartbeat. Everything the app shares between
+# requests is thread-safe (the same section says what). A thread that needs the store
+# while all of the process's connections are out (SQLAlchemy's pool: 5 + 10) waits for
+# one; the hot path needs none.
+worker_class = "gthread"
+threads = 16
 # Each worker opens its own connections after the fork (nothing connects at import).
 preload_app = False
 timeout = 30
@@ -29,3 +40,28 @@ loglevel = "info"
 control_socket_disable = True
 # Forwarded headers are trusted per OAUTHLEDGER_TRUSTED_PROXIES by the app itself.
 forwarded_allow_ips = ""
+
+
+def post_worker_init(worker: Any) -> None:
+    """Each worker, with its app loaded and before it accepts a connection: start the
+    nonce memory's epoch if there is none yet (a new installation, a Redis that lost its
+    data), so that requests signed from now on pass the epoch rule (docs/oauth.md,
+    "Replays across restarts"). The embedded default's start has set it already (SET NX
+    keeps that). Best effort: if Redis is down now, the first signed request starts it."""
+    import redis
+
+    from oauthledger.events.connections import open_redis
+    from oauthledger.events.keys import KeyLayout
+    from oauthledger.events.readmodel import ReadModel
+
+    client = open_redis(_settings)
+    try:
+        epoch = ReadModel(client, KeyLayout(_settings.redis_prefix)).start_nonce_epoch(
+            int(time.time()))
+        worker.log.info("nonce memory remembers since %s", time.strftime(
+            "%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch)))
+    except redis.RedisError as exc:
+        worker.log.warning("nonce memory epoch not checked (Redis: %s); the first signed "
+                           "request will start it", exc)
+    finally:
+        client.close()

@@ -131,11 +131,11 @@ def wait_until(check: Callable[[], bool], what: str, process: Process | None = N
 
 
 def start_server(env: Mapping[str, str], workdir: Path, workers: int | None = 2,
-                 wait_for: str = "/healthz") -> Server:
+                 wait_for: str = "/healthz", port: int | None = None) -> Server:
     """``oauthledger serve`` (gunicorn with oauthledger.services.http.gunicorn_conf) on a
-    free port; returns once ``wait_for`` answers 200. ``workers=None`` keeps the
-    configuration's worker count (2 x cores + 1)."""
-    port = free_port()
+    free port (or ``port``: a restart where clients expect it); returns once ``wait_for``
+    answers 200. ``workers=None`` keeps the configuration's worker count (2 x cores + 1)."""
+    port = port or free_port()
     args = [OAUTHLEDGER, "serve", "--bind", f"127.0.0.1:{port}"]
     if workers is not None:
         args += ["--workers", str(workers)]
@@ -318,6 +318,16 @@ def stack_env(database_url: str, workdir: Path, broker_db: int, **extra: str
         "OAUTHLEDGER_SECRET_KEY_FILE": str(workdir / "secret-keys.json"),
         "PYTHONUNBUFFERED": "1",
     })
+    env.update(extra)
+    return env
+
+
+def embedded_env(data_dir: Path, **extra: str) -> dict[str, str]:
+    """The embedded default's environment: no database, Redis or broker URL, so
+    ``oauthledger serve`` runs one process on the SQLite file and in-process Redis under
+    ``data_dir`` (start it with ``start_server(env, workdir, workers=None)``)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OAUTHLEDGER_")}
+    env.update({"OAUTHLEDGER_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1"})
     env.update(extra)
     return env
 
