@@ -251,6 +251,8 @@ _DETAILS = {
     "TokenDenied": ("user",),
     "RequestTokenExchanged": ("access_token",),
     "RequestTokenExpired": (),
+    "VerifierRejected": ("attempts",),
+    "RequestTokenBurned": ("reason",),
     "AccessTokenIssued": ("consumer_key", "user", "expires_at", "request_token",
                           "renewed_from"),
     "AccessTokenRenewed": ("new_token",),

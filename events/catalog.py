@@ -124,6 +124,24 @@ class RequestTokenExpired(Event):
 
 
 @dataclass(frozen=True)
+class VerifierRejected(Event):
+    """The consumer sent a wrong ``oauth_verifier`` for an approved request token;
+    ``attempts`` counts the wrong verifiers so far, this one included."""
+
+    token: str
+    attempts: int
+
+
+@dataclass(frozen=True)
+class RequestTokenBurned(Event):
+    """The request token can no longer be exchanged (too many wrong verifiers): the
+    consumer must start the authorization again."""
+
+    token: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class AccessTokenIssued(Event):
     """A consumer obtained an access token for a user."""
 
@@ -148,7 +166,9 @@ class AccessTokenRenewed(Event):
 
 @dataclass(frozen=True)
 class AccessTokenRevoked(Event):
-    """A user, an admin, or the removal of the consumer revoked the token."""
+    """A user, an admin, the disabling of the user or the removal of the consumer
+    revoked the grant: the token stops working and its session handle can no longer
+    renew it, whether or not the token had expired (docs/oauth.md, "Renewal")."""
 
     token: str
     by: str
@@ -251,6 +271,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
         TokenDenied,
         RequestTokenExchanged,
         RequestTokenExpired,
+        VerifierRejected,
+        RequestTokenBurned,
         AccessTokenIssued,
         AccessTokenRenewed,
         AccessTokenRevoked,

@@ -66,6 +66,10 @@ class ConsumerState:
     allow_oauth10: bool
     allow_plaintext_over_http: bool
     removed: bool = False
+    # When this registration was recorded. Removing a consumer and registering its key
+    # again makes a new consumer: grants of the earlier registration never renew under
+    # the new one (docs/oauth.md, "Renewal").
+    registered_at: float = 0.0
     version: int = 0
 
 
@@ -89,11 +93,26 @@ class TokenState:
     request_token: str | None = None
     renewed_from: str | None = None
     successor: str | None = None  # the access token this one was exchanged/renewed for
+    verifier_failures: int = 0  # wrong oauth_verifier values sent for this request token
     version: int = 0
 
     def usable_at(self, now: float) -> bool:
         """An access token is usable while active and before its expiry second."""
         return self.kind == "access" and self.status == "active" and now < self.expires_at
+
+    def renewable_at(self, now: float) -> bool:
+        """Its session handle can still renew it: an access token neither revoked nor
+        renewed (active, or expired), within its authorization lifetime. Needs the
+        state as the store folds it (the read model leaves out
+        ``authorization_expires_at``)."""
+        return (self.kind == "access" and self.status in ("active", "expired")
+                and self.authorization_expires_at is not None
+                and now < self.authorization_expires_at)
+
+    def revocable_at(self, now: float) -> bool:
+        """Revoking it takes something away: the token works now, or its grant can
+        still be renewed (docs/oauth.md, "Renewal")."""
+        return self.usable_at(now) or self.renewable_at(now)
 
 
 @dataclass(frozen=True)
@@ -191,10 +210,10 @@ def fold(state: State | None, rec: RecordedEvent) -> State:
     match e:
         case ev.ConsumerRegistered():
             fields = {f.name: getattr(e, f.name) for f in dataclasses.fields(e)}
-            return ConsumerState(**fields, version=v)
+            return ConsumerState(**fields, registered_at=rec.time, version=v)
         case ev.ConsumerUpdated():
             allowed = {f.name for f in dataclasses.fields(ConsumerState)} - {
-                "key", "removed", "version",
+                "key", "removed", "registered_at", "version",
             }
             changes: dict[str, Any] = {k: (tuple(x) if isinstance(x, list) else x)
                                        for k, x in e.changes.items() if k in allowed}

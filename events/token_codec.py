@@ -24,14 +24,17 @@ from oauthledger.events.state import TokenState
 
 TOKEN_FIELDS_NOT_IN_REDIS = (
     "callback", "verifier_sealed", "session_handle_hash", "authorization_expires_at",
-    "request_token", "renewed_from", "successor",
+    "request_token", "renewed_from", "successor", "verifier_failures",
 )
+# What those fields decode to: the state class's defaults.
+_NOT_IN_REDIS_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TokenState)
+                          if f.name in TOKEN_FIELDS_NOT_IN_REDIS}
 # (kind, status) <-> the low 4 bits of a token value's flags byte.
 _TOKEN_CODES = [
     ("request", "pending"), ("request", "approved"), ("request", "denied"),
     ("request", "exchanged"), ("request", "expired"),
     ("access", "active"), ("access", "revoked"), ("access", "expired"),
-    ("access", "renewed"),
+    ("access", "renewed"), ("request", "burned"),
 ]
 _TOKEN_CODE = {pair: i for i, pair in enumerate(_TOKEN_CODES)}
 _HAS_USER = 0x10  # flags: a user name follows the consumer key
@@ -44,7 +47,7 @@ def redis_view(state: Any) -> Any:
     :data:`TOKEN_FIELDS_NOT_IN_REDIS`; other entities unchanged. Decoding an encoded
     state gives ``redis_view(state)``."""
     if isinstance(state, TokenState):
-        return dataclasses.replace(state, **dict.fromkeys(TOKEN_FIELDS_NOT_IN_REDIS))
+        return dataclasses.replace(state, **_NOT_IN_REDIS_DEFAULTS)
     return state
 
 

@@ -3,10 +3,11 @@ belongs to, the statuses the token must be in before it (none: the event opens t
 stream), the status it leaves the token in, and the token fields it sets from the
 event's own fields.
 
-Request tokens: pending -> approved | denied; approved -> exchanged; pending | approved
--> expired. Access tokens: active -> revoked | expired; active | expired -> renewed
-(RFC 5849 §2 for the request/access credentials; renewal by session handle within the
-authorization lifetime, docs/oauth.md).
+Request tokens: pending -> approved | denied; approved -> approved (a wrong verifier,
+counted) | exchanged; pending | approved -> expired | burned. Access tokens: active ->
+expired; active | expired -> revoked | renewed (RFC 5849 §2 for the request/access
+credentials; renewal by session handle within the authorization lifetime, and revocation
+of an expired but still renewable grant, docs/oauth.md "Renewal").
 
 Everything that folds token events reads this table: :func:`oauthledger.events.state.fold`
 (the reference fold), the audit's :class:`oauthledger.events.audit.FastReplay` and the
@@ -78,13 +79,17 @@ TRANSITIONS: tuple[Transition, ...] = (
                (("successor", "access_token"),)),
     Transition(ev.RequestTokenExpired, REQUEST, frozenset({"pending", "approved"}),
                "expired"),
+    Transition(ev.VerifierRejected, REQUEST, frozenset({"approved"}), "approved",
+               (("verifier_failures", "attempts"),)),
+    Transition(ev.RequestTokenBurned, REQUEST, frozenset({"pending", "approved"}), "burned"),
     Transition(ev.AccessTokenIssued, ACCESS, frozenset(), "active",
                _same("token", "consumer_key", "user", "secret_sealed", "session_handle_hash",
                      "expires_at", "authorization_expires_at", "request_token",
                      "renewed_from")),
     Transition(ev.AccessTokenRenewed, ACCESS, frozenset({"active", "expired"}), "renewed",
                (("successor", "new_token"),)),
-    Transition(ev.AccessTokenRevoked, ACCESS, frozenset({"active"}), "revoked"),
+    # A grant is revoked whole: an expired token's session handle could renew it.
+    Transition(ev.AccessTokenRevoked, ACCESS, frozenset({"active", "expired"}), "revoked"),
     Transition(ev.AccessTokenExpired, ACCESS, frozenset({"active"}), "expired"),
 )
 

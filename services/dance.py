@@ -17,12 +17,23 @@ from dataclasses import dataclass
 from typing import Any
 
 from oauthledger.events import catalog as ev
+from oauthledger.events.errors import ConcurrencyConflict
 from oauthledger.events.sealing import Sealer
 from oauthledger.events.settings import Settings
-from oauthledger.events.state import ConsumerState, TokenState, token_stream
+from oauthledger.events.state import (
+    ConsumerState,
+    TokenState,
+    UserState,
+    token_stream,
+    user_stream,
+)
 from oauthledger.services.errors import NotFound
 from oauthledger.services.ledger import Change, Ledger
-from oauthledger.services.oauth.authenticator import require_exchangeable, require_verifier
+from oauthledger.services.oauth.authenticator import (
+    WrongVerifier,
+    require_exchangeable,
+    require_verifier,
+)
 from oauthledger.services.oauth.problems import OAuthProblem
 from oauthledger.services.oauth.redirects import absolute_http_url
 
@@ -132,7 +143,7 @@ def authorizable(token: TokenState | None, now: float) -> TokenState:
     "The dance, step by step")."""
     if token is None or token.kind != "request":
         raise OAuthProblem("token_rejected", "this request token is unknown")
-    if token.status in ("approved", "denied", "exchanged"):
+    if token.status in ("approved", "denied", "exchanged", "burned"):
         raise OAuthProblem("token_used", "this request token was already approved or denied")
     if token.status == "expired" or now >= token.expires_at:
         raise OAuthProblem("token_expired", "this request token has expired; start again")
@@ -184,7 +195,10 @@ def exchange(
 ) -> IssuedAccessToken:
     """RFC 5849 §2.3: trade an approved request token for an access token (single use)."""
     require_exchangeable(request, ledger.clock())
-    require_verifier(sealer, request, verifier)
+    try:
+        require_verifier(sealer, request, verifier)
+    except WrongVerifier as wrong:
+        raise _count_wrong_verifier(ledger, request, wrong, meta) from None
     assert request.user is not None
     issued, event = _grant(ledger, sealer, settings, request.consumer_key, request.user, None)
     event = dataclasses.replace(event, request_token=request.token)
@@ -199,12 +213,59 @@ def exchange(
     return issued
 
 
+MAX_VERIFIER_ATTEMPTS = 5
+"""Wrong verifiers a request token survives; the last one burns it (docs/oauth.md,
+"The dance, step by step")."""
+
+
+def _count_wrong_verifier(ledger: Ledger, request: TokenState, wrong: WrongVerifier,
+                          meta: Mapping[str, Any]) -> OAuthProblem:
+    """Record a wrong verifier; at :data:`MAX_VERIFIER_ATTEMPTS` the request token is
+    burned in the same commit. Returns the problem to answer. A verifier has 128 bits,
+    so guessing is hopeless anyway; the bound keeps a stolen request token from being
+    tried forever and leaves every attempt in the log for the audit."""
+    for _ in range(3):
+        attempts = request.verifier_failures + 1
+        events: list[ev.Event] = [ev.VerifierRejected(token=request.token, attempts=attempts)]
+        if attempts >= MAX_VERIFIER_ATTEMPTS:
+            events.append(ev.RequestTokenBurned(
+                token=request.token, reason=f"{attempts} wrong oauth_verifier values"))
+        try:
+            ledger.commit([Change(token_stream(request.token), request.version, request,
+                                  events)], meta)
+        except ConcurrencyConflict:
+            # Another attempt was recorded first: count on top of it.
+            state, _ = ledger.load(token_stream(request.token))
+            if not isinstance(state, TokenState) or state.status != "approved":
+                return wrong
+            request = state
+            continue
+        if attempts >= MAX_VERIFIER_ATTEMPTS:
+            return OAuthProblem(
+                "token_rejected",
+                f"the oauth_verifier does not match; after {attempts} wrong verifiers this "
+                "request token is withdrawn: start the authorization again",
+            )
+        left = MAX_VERIFIER_ATTEMPTS - attempts
+        return OAuthProblem(
+            "token_rejected",
+            f"the oauth_verifier does not match the one issued for this token "
+            f"({left} more wrong {'attempt' if left == 1 else 'attempts'} withdraw it)",
+        )
+    return wrong
+
+
 def renew(
-    ledger: Ledger, sealer: Sealer, settings: Settings, old: TokenState, session_handle: str,
-    meta: Mapping[str, Any],
+    ledger: Ledger, sealer: Sealer, settings: Settings, consumer: ConsumerState,
+    old: TokenState, session_handle: str, meta: Mapping[str, Any],
 ) -> IssuedAccessToken:
     """Renew an access token with its session handle (Atlassian/OAuth Session extension):
-    a new token is issued and the old one retired, within the authorization lifetime."""
+    a new token is issued and the old one retired, within the authorization lifetime.
+
+    The session handle belongs to the grant (docs/oauth.md, "Renewal"): renewal succeeds
+    only for a grant never revoked, whose user is still active, issued under the
+    consumer's current registration (a key removed and registered again is a new
+    consumer)."""
     now = ledger.clock()
     if old.status in ("revoked", "renewed"):
         raise OAuthProblem("token_revoked" if old.status == "revoked" else "token_used",
@@ -217,7 +278,15 @@ def renew(
     if old.authorization_expires_at is not None and now >= old.authorization_expires_at:
         raise OAuthProblem("token_expired", "the authorization has expired; the user must "
                            "approve access again")
+    if old.consumer_key != consumer.key or old.issued_at < consumer.registered_at:
+        raise OAuthProblem("token_revoked", "this access was granted to an earlier "
+                           "registration of this consumer key; ask the user to authorize "
+                           "again")
     assert old.user is not None
+    user, _ = ledger.load(user_stream(old.user))
+    if not isinstance(user, UserState) or user.disabled:
+        raise OAuthProblem("token_revoked", "the user who granted this access is no longer "
+                           "active; access cannot be renewed")
     issued, event = _grant(ledger, sealer, settings, old.consumer_key, old.user,
                            old.authorization_expires_at)
     event = dataclasses.replace(event, renewed_from=old.token)
@@ -234,13 +303,15 @@ def renew(
 
 def revoke(ledger: Ledger, token: str, by: str, meta: Mapping[str, Any],
            reason: str = "revoked") -> TokenState:
-    """Revoke an access token; effective on the very next request (docs/design.md, "Read
-    your writes"). Revoking a token that is no longer active changes nothing."""
+    """Revoke an access token's grant; effective on the very next request (docs/design.md,
+    "Read your writes"). An expired token whose session handle could still renew it is
+    revoked too (docs/oauth.md, "Renewal"); revoking a grant that is over (revoked,
+    renewed, or past its authorization lifetime) changes nothing."""
     state, version = ledger.load(token_stream(token))
     assert state is None or isinstance(state, TokenState)
     if state is None or state.kind != "access":
         raise NotFound(f"no access token {token!r}")
-    if state.status != "active":
+    if not state.revocable_at(ledger.clock()):
         return state
     states = ledger.commit(
         [Change(token_stream(token), version, state,

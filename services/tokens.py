@@ -31,6 +31,14 @@ class TokenRow:
     consumer_name: str
     consumer_description: str
     status: str  # "active" until its expiry second even before the sweep marks it
+    # The grant can still be renewed with its session handle until this time (None: it
+    # cannot). An expired token with a renewable grant is still access the user gave.
+    renewable_until: float | None = None
+
+    @property
+    def revocable(self) -> bool:
+        """Revoking takes access away: the token works, or its grant can be renewed."""
+        return self.status == "active" or self.renewable_until is not None
 
     def view(self) -> dict[str, Any]:
         """JSON form (never the token secret or session handle)."""
@@ -41,6 +49,9 @@ class TokenRow:
             "consumerDescription": self.consumer_description,
             "issuedAt": int(t.issued_at), "expiresAt": int(t.expires_at),
             "status": self.status,
+            "renewableUntil": (int(self.renewable_until)
+                               if self.renewable_until is not None else None),
+            "revocable": self.revocable,
         }
 
 
@@ -86,8 +97,17 @@ def _row(state: TokenState, consumer: ConsumerState | None, now: float) -> Token
     name = consumer.name if consumer is not None else state.consumer_key
     if consumer is not None and consumer.removed:
         name += " (removed)"
+    renewable = (state.authorization_expires_at
+                 if state.renewable_at(now) and _same_registration(state, consumer) else None)
     return TokenRow(state, name, consumer.description if consumer is not None else "",
-                    effective_status(state, now))
+                    effective_status(state, now), renewable)
+
+
+def _same_registration(state: TokenState, consumer: ConsumerState | None) -> bool:
+    """The grant belongs to the consumer's current registration (a key removed and
+    registered again is a new consumer, whose renewal refuses older grants)."""
+    return (consumer is not None and not consumer.removed
+            and state.issued_at >= consumer.registered_at)
 
 
 def _load_access(ledger: Ledger, token: str, owner: str | None) -> TokenState:

@@ -1,8 +1,10 @@
 """User accounts: registration, passwords (argon2id), disabling.
 
-Disabling a user revokes every access token the user granted, in the same commit, so the
-hot path never has to look the user up (docs/design.md, "Read your writes").
-"""
+Disabling a user revokes every grant the user gave (tokens that work and expired tokens
+that could still be renewed), in the same commit, so a three-legged call never has to
+look the user up (docs/design.md, "Read your writes"); two-legged calls, which name a
+user without a grant, read the user's state (docs/oauth.md, "Two-legged requests and
+impersonation")."""
 
 from __future__ import annotations
 
@@ -91,14 +93,17 @@ def user_access_tokens(ledger: Ledger, name: str) -> list[TokenState]:
 
 
 def disable_user(ledger: Ledger, name: str, meta: Mapping[str, Any]) -> int:
-    """Disable the account and revoke its active tokens at once. Returns tokens revoked."""
+    """Disable the account and revoke its grants at once: every token that works, and
+    every expired token whose session handle could still renew it (docs/oauth.md,
+    "Renewal"). Returns the grants revoked."""
     state, version = ledger.load(user_stream(name))
     if state is None:
         raise NotFound(f"no user {name!r}")
     changes = [Change(user_stream(name), version, state, [ev.UserDisabled(name=name)])]
     actor = str(meta.get("actor", "system"))
+    now = ledger.clock()
     for tok in user_access_tokens(ledger, name):
-        if tok.status == "active":
+        if tok.revocable_at(now):
             changes.append(
                 Change(token_stream(tok.token), tok.version, tok,
                        [ev.AccessTokenRevoked(token=tok.token, by=actor, reason="user disabled")])

@@ -92,7 +92,8 @@ class AccessTokenResource:
         assert consumer is not None and token is not None
         m = meta(req, consumer.key)
         if handle is not None:
-            issued = dance.renew(deps.ledger, deps.sealer, deps.settings, token, handle, m)
+            issued = dance.renew(deps.ledger, deps.sealer, deps.settings, consumer, token,
+                                 handle, m)
         else:
             issued = dance.exchange(deps.ledger, deps.sealer, deps.settings, token,
                                     sreq.verifier, m)

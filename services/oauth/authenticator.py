@@ -27,9 +27,11 @@ from oauthledger.events.settings import Settings
 from oauthledger.events.state import (
     ConsumerState,
     TokenState,
+    UserState,
     consumer_stream,
     fold_stream,
     token_stream,
+    user_stream,
 )
 from oauthledger.events.store import EventStore
 from oauthledger.services.oauth.problems import OAuthProblem
@@ -92,6 +94,12 @@ def require_exchangeable(token: TokenState, now: float) -> None:
             "this request token was already exchanged for an access token; "
             "a request token is good for one exchange",
         )
+    if status == "burned":
+        raise OAuthProblem(
+            "token_rejected",
+            "this request token was withdrawn after too many wrong oauth_verifier values; "
+            "start the authorization again",
+        )
     if status == "expired" or token.expires_at <= now:
         raise OAuthProblem(
             "token_expired",
@@ -122,10 +130,15 @@ def require_verifier(sealer: Sealer, token: TokenState, sent: str | None) -> Non
         )
     expected = sealer.open(token.verifier_sealed)
     if not hmac.compare_digest(sent.encode("utf-8"), expected.encode("utf-8")):
-        raise OAuthProblem(
+        raise WrongVerifier(
             "token_rejected",
             "the oauth_verifier does not match the one issued for this token",
         )
+
+
+class WrongVerifier(OAuthProblem):
+    """The consumer sent a verifier, and it is not this token's: the exchange counts it
+    (docs/oauth.md, "The dance, step by step")."""
 
 
 def _nonce_used() -> OAuthProblem:
@@ -291,13 +304,26 @@ class Authenticator:
             )
         return material
 
-    def _check_timestamp(self, req: SignedRequest, now: float) -> None:
+    def _check_timestamp(self, req: SignedRequest, now: float, epoch: int | None = None
+                         ) -> None:
+        """The timestamp window (RFC 5849 §3.3), and with ``epoch`` (the second the nonce
+        memory started) the epoch rule: a request signed before the memory started may
+        have been used against the memory that was lost, so it is refused
+        (docs/oauth.md, "Replays across restarts")."""
         raw = req.timestamp
         if raw is None:
             return  # RFC 5849 §3.1: PLAINTEXT may omit it
         ts = int(raw)
         window = self.settings.timestamp_window
         if abs(ts - now) <= window:
+            if epoch is not None and ts < epoch:
+                raise OAuthProblem(
+                    "timestamp_refused",
+                    f"oauth_timestamp {raw} was signed before this server's replay memory "
+                    f"started at {_iso(epoch)} ({epoch}); sign the request again (with a "
+                    "fresh nonce and the current time)",
+                    oauth_acceptable_timestamps=f"{epoch}-{max(epoch, int(now + window))}",
+                )
             return
         delta = ts - now
         hint = ""
@@ -375,14 +401,24 @@ class Authenticator:
 
     def consume_nonce(self, req: SignedRequest) -> None:
         """RFC 5849 §3.3: record the nonce per (consumer, token, timestamp, nonce); a
-        repeat is ``nonce_used``. Call only after the signature verified."""
+        repeat is ``nonce_used``, and a timestamp older than the nonce memory is
+        ``timestamp_refused`` (docs/oauth.md, "Replays across restarts"). Call only after
+        the signature verified."""
         if req.nonce is None:
             return  # PLAINTEXT without nonce (RFC 5849 §3.1)
-        fresh = self.read_model.consume_nonce(
+        now = self.clock()
+        record = self.read_model.consume_nonce(
             req.consumer_key, req.token or "", req.timestamp or "", req.nonce,
-            self.settings.timestamp_window,
+            self.settings.timestamp_window, now=now,
         )
-        if not fresh:
+        try:
+            self._check_timestamp(req, now, record.epoch)
+        except OAuthProblem:
+            if record.fresh:  # a refused request keeps no nonce (docs/design.md, "One round trip")
+                self.read_model.release_nonce(
+                    req.consumer_key, req.token or "", req.timestamp or "", req.nonce)
+            raise
+        if not record.fresh:
             raise _nonce_used()
 
     # -- the hot path -----------------------------------------------------------------
@@ -418,9 +454,14 @@ class Authenticator:
             (req.timestamp or "", req.nonce, self.settings.timestamp_window)
             if req.nonce is not None else None
         )
-        lookup = self.read_model.lookup(req.consumer_key, req.token, nonce=nonce)
+        now = self.clock()
+        lookup = self.read_model.lookup(req.consumer_key, req.token, nonce=nonce, now=now)
         try:
             ctx = self._authorize(req, lookup, https)
+            # The nonce's verdict begins with the epoch rule: the memory cannot say
+            # whether a request signed before it started was used already
+            # (docs/oauth.md, "Replays across restarts").
+            self._check_timestamp(req, now, lookup.nonce_epoch)
         except OAuthProblem:
             if lookup.nonce_fresh:
                 self.read_model.release_nonce(
@@ -429,6 +470,26 @@ class Authenticator:
         if lookup.nonce_fresh is False:
             raise _nonce_used()
         return ctx
+
+    def _user_is_active(self, name: str, lookup: Lookup) -> bool:
+        """Whether ``name`` is an existing user whose account is not disabled, now.
+
+        Read from the same namespace as the request's lookup; a user key is written
+        before the response that registered or disabled the user goes out
+        (docs/design.md, "Read your writes"), so a disabled account is refused on the very
+        next request. This costs one more Redis round trip, paid only by two-legged
+        requests (the three-legged path needs none: disabling a user revokes the user's
+        tokens in the same commit). When the projection is incomplete the store answers
+        (docs/design.md, "Store fallback")."""
+        complete, user = (
+            self.read_model.lookup_user(name, lookup.namespace)
+            if lookup.complete else (False, None)
+        )
+        if not complete:
+            stream = user_stream(name)
+            state = fold_stream(self.store.read_streams([stream])[stream])
+            user = state if isinstance(state, UserState) else None
+        return user is not None and not user.disabled
 
     def _authorize(self, req: SignedRequest, lookup: Lookup, https: bool) -> AuthContext:
         """Every check of a resource request but the nonce."""
@@ -462,8 +523,29 @@ class Authenticator:
                     f"user impersonation ({REQUESTOR_ID}) is not enabled for this consumer",
                     oauth_parameters_rejected=REQUESTOR_ID,
                 )
+            # docs/oauth.md, "Two-legged requests and impersonation": only an existing,
+            # enabled user may be named. Unknown and disabled names get the same answer,
+            # so a consumer cannot tell which accounts exist.
+            if not self._user_is_active(requestor, lookup):
+                raise OAuthProblem(
+                    "parameter_rejected",
+                    f"{REQUESTOR_ID} does not name an active user of this installation "
+                    "(no such user, or the account is disabled); name an existing user "
+                    "whose account is enabled",
+                    oauth_parameters_rejected=REQUESTOR_ID,
+                )
             user, two_legged = requestor, True
         elif consumer.two_legged_user:
+            # The same rule for the configured user: it was checked when it was set, but
+            # it may have been disabled since (docs/oauth.md, "Two-legged requests and
+            # impersonation").
+            if not self._user_is_active(consumer.two_legged_user, lookup):
+                raise OAuthProblem(
+                    "permission_denied",
+                    "the two-legged user configured for this consumer is not an active user "
+                    "of this installation (no such user, or the account is disabled); ask "
+                    "an administrator to configure an active user for the consumer",
+                )
             user, two_legged = consumer.two_legged_user, True
         else:
             raise OAuthProblem(

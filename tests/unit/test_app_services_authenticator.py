@@ -23,7 +23,7 @@ from oauthlib.oauth1 import Client
 from oauthledger.events import catalog as ev
 from oauthledger.events.readmodel import ReadModel
 from oauthledger.events.sealing import Sealer
-from oauthledger.events.state import consumer_stream, fold_stream, token_stream
+from oauthledger.events.state import consumer_stream, fold_stream, token_stream, user_stream
 from oauthledger.events.store import EventStore
 from oauthledger.services.deps import Deps
 from oauthledger.services.oauth.authenticator import Authenticator, require_verifier
@@ -92,6 +92,13 @@ class World:
         self.store.append(stream, None, [event])
         self.publish(stream)
 
+    def user(self, name: str) -> str:
+        """Register an active user (a two-legged request may act only as one)."""
+        self.store.append(user_stream(name), 0, [ev.UserRegistered(
+            name=name, display_name=name, password_hash=None)])
+        self.publish(user_stream(name))
+        return name
+
 
 @pytest.fixture
 def world(deps: Deps) -> World:
@@ -102,6 +109,8 @@ def world(deps: Deps) -> World:
               auth=None)  # type: ignore[arg-type]
     w.auth = Authenticator(read_model=deps.read_model, store=deps.store, sealer=deps.sealer,
                            settings=settings, clock=w.now)
+    for name in ("alice", "bob", "svc"):  # the users the tests below act as
+        w.user(name)
     return w
 
 

@@ -14,14 +14,23 @@ from collections.abc import Callable
 
 import pytest
 
+from oauthledger.events import catalog as ev
 from oauthledger.events import keys as k
-from oauthledger.events.state import TokenState, token_stream
+from oauthledger.events.expiry import sweep_expired
+from oauthledger.events.state import (
+    ConsumerState,
+    TokenState,
+    consumer_stream,
+    token_stream,
+    user_stream,
+)
 from oauthledger.services import dance
+from oauthledger.services.consumers import remove_consumer
 from oauthledger.services.deps import Deps
 from oauthledger.services.errors import NotFound
-from oauthledger.services.ledger import Ledger
+from oauthledger.services.ledger import Change, Ledger
 from oauthledger.services.oauth.problems import OAuthProblem
-from oauthledger.services.users import register_user
+from oauthledger.services.users import disable_user, register_user
 from tests.support import META, approved_request_token, grant, hmac_consumer
 
 
@@ -108,11 +117,37 @@ def test_dance_exchange_refuses_wrong_or_missing_verifier(deps: Deps, bob: str) 
     request, verifier = approved_request_token(deps, hmac_consumer(deps), bob)
     head = deps.store.head()
     args = (deps.ledger, deps.sealer, deps.settings, request)
-    assert problem(dance.exchange, *args, verifier + "x", META) == "token_rejected"
     assert problem(dance.exchange, *args, None, META) == "parameter_absent"
-    assert deps.store.head() == head
-    assert load(deps, request.token).status == "approved"
-    dance.exchange(*args, verifier, META)
+    assert deps.store.head() == head  # an absent verifier is not an attempt
+    assert problem(dance.exchange, *args, verifier + "x", META) == "token_rejected"
+    # A wrong verifier is recorded (the audit sees every attempt) and counted.
+    assert [r.type for r in deps.store.read_stream(token_stream(request.token))][-1] == (
+        "VerifierRejected")
+    state = load(deps, request.token)
+    assert (state.status, state.verifier_failures) == ("approved", 1)
+    dance.exchange(deps.ledger, deps.sealer, deps.settings, state, verifier, META)
+
+
+def test_dance_wrong_verifiers_burn_the_request_token(deps: Deps, bob: str) -> None:
+    """After MAX_VERIFIER_ATTEMPTS wrong verifiers the request token is withdrawn: even
+    the right verifier no longer gets an access token."""
+    request, verifier = approved_request_token(deps, hmac_consumer(deps), bob)
+    for attempt in range(1, dance.MAX_VERIFIER_ATTEMPTS + 1):
+        with pytest.raises(OAuthProblem) as info:
+            # A stale state (loaded before the earlier attempts) still counts on top.
+            dance.exchange(deps.ledger, deps.sealer, deps.settings,
+                           request if attempt == 2 else load(deps, request.token),
+                           f"wrong-{attempt}", META)
+        assert info.value.problem == "token_rejected"
+    assert "withdrawn" in info.value.advice
+    burned = load(deps, request.token)
+    assert (burned.status, burned.verifier_failures) == (
+        "burned", dance.MAX_VERIFIER_ATTEMPTS)
+    assert problem(dance.exchange, deps.ledger, deps.sealer, deps.settings, burned, verifier,
+                   META) == "token_rejected"
+    assert problem(dance.decide, deps.ledger, deps.sealer, burned, bob, True,
+                   META) == "token_used"
+    assert deps.read_model.get(k.TOKEN, request.token).status == "burned"
 
 
 def test_dance_deny_and_unapproved_tokens_are_not_exchanged(deps: Deps, bob: str) -> None:
@@ -145,12 +180,13 @@ def test_dance_request_token_expires(deps: Deps, bob: str) -> None:
 
 
 def test_dance_renew_with_session_handle(deps: Deps, bob: str) -> None:
-    first = grant(deps, hmac_consumer(deps), bob)
+    consumer = hmac_consumer(deps)
+    first = grant(deps, consumer, bob)
     old = load(deps, first.token)
-    assert problem(dance.renew, deps.ledger, deps.sealer, deps.settings, old, "wrong-handle",
-                   META) == "token_rejected"
-    renewed = dance.renew(deps.ledger, deps.sealer, deps.settings, old, first.session_handle,
-                          META)
+    assert problem(dance.renew, deps.ledger, deps.sealer, deps.settings, consumer, old,
+                   "wrong-handle", META) == "token_rejected"
+    renewed = dance.renew(deps.ledger, deps.sealer, deps.settings, consumer, old,
+                          first.session_handle, META)
     assert renewed.token != first.token
     new = load(deps, renewed.token)
     assert (new.status, new.user, new.renewed_from) == ("active", bob, first.token)
@@ -158,22 +194,24 @@ def test_dance_renew_with_session_handle(deps: Deps, bob: str) -> None:
     assert new.authorization_expires_at == old.authorization_expires_at
     assert load(deps, first.token).status == "renewed"
     assert deps.read_model.get(k.TOKEN, first.token).status == "renewed"
-    assert problem(dance.renew, deps.ledger, deps.sealer, deps.settings,
+    assert problem(dance.renew, deps.ledger, deps.sealer, deps.settings, consumer,
                    load(deps, first.token), first.session_handle, META) == "token_used"
     # Past the authorization's lifetime the user must approve again.
     assert problem(dance.renew, later(deps, deps.settings.renewal_ttl + 1), deps.sealer,
-                   deps.settings, new, renewed.session_handle, META) == "token_expired"
+                   deps.settings, consumer, new, renewed.session_handle, META) == (
+        "token_expired")
 
 
 def test_dance_revoke(deps: Deps, bob: str) -> None:
-    issued = grant(deps, hmac_consumer(deps), bob)
+    consumer = hmac_consumer(deps)
+    issued = grant(deps, consumer, bob)
     state = dance.revoke(deps.ledger, issued.token, "admin", META)
     assert state.status == "revoked"
     assert deps.read_model.get(k.TOKEN, issued.token).status == "revoked"
     head = deps.store.head()
     assert dance.revoke(deps.ledger, issued.token, "admin", META).status == "revoked"
     assert deps.store.head() == head  # revoking a revoked token writes nothing
-    assert problem(dance.renew, deps.ledger, deps.sealer, deps.settings,
+    assert problem(dance.renew, deps.ledger, deps.sealer, deps.settings, consumer,
                    load(deps, issued.token), issued.session_handle, META) == "token_revoked"
     with pytest.raises(NotFound):
         dance.revoke(deps.ledger, "no-such-token", "admin", META)
@@ -181,3 +219,82 @@ def test_dance_revoke(deps: Deps, bob: str) -> None:
                                         hmac_consumer(deps, "b"), "oob", META)
     with pytest.raises(NotFound):
         dance.revoke(deps.ledger, pending.token, "admin", META)
+
+
+def expired_grant(deps: Deps, consumer: ConsumerState, user: str
+                  ) -> tuple[dance.IssuedAccessToken, Ledger]:
+    """A grant whose access token the sweep has marked expired, and a ledger whose clock
+    is past the token's expiry but inside the authorization lifetime (renewable)."""
+    issued = grant(deps, consumer, user)
+    ahead = deps.settings.access_token_ttl + 1
+    assert ahead < deps.settings.renewal_ttl
+    result = sweep_expired(deps.store, deps.read_model, now=time.time() + ahead)
+    assert result.expired_access >= 1
+    assert load(deps, issued.token).status == "expired"
+    return issued, later(deps, ahead)
+
+
+def test_grant_revoking_an_expired_token_ends_its_renewal(deps: Deps, bob: str) -> None:
+    consumer = hmac_consumer(deps)
+    issued, ledger = expired_grant(deps, consumer, bob)
+    state = load(deps, issued.token)
+    assert state.renewable_at(ledger.clock()) and state.revocable_at(ledger.clock())
+    assert dance.revoke(ledger, issued.token, "bob", META).status == "revoked"
+    assert problem(dance.renew, ledger, deps.sealer, deps.settings, consumer,
+                   load(deps, issued.token), issued.session_handle, META) == "token_revoked"
+    # A grant past its authorization lifetime is over: revoking it records nothing.
+    other = grant(deps, consumer, bob)
+    head = deps.store.head()
+    over = later(deps, deps.settings.renewal_ttl + 1)
+    assert dance.revoke(over, other.token, "bob", META).status == "active"
+    assert deps.store.head() == head
+
+
+def test_grant_disabling_the_user_ends_renewal(deps: Deps, bob: str) -> None:
+    consumer = hmac_consumer(deps)
+    issued, ledger = expired_grant(deps, consumer, bob)
+    live = grant(deps, consumer, bob)
+    assert disable_user(ledger, bob, META) == 2  # the expired grant counts: it renews
+    for token in (issued, live):
+        assert problem(dance.renew, ledger, deps.sealer, deps.settings, consumer,
+                       load(deps, token.token), token.session_handle, META) == "token_revoked"
+
+
+def test_grant_renewal_checks_the_user_is_active(deps: Deps, bob: str) -> None:
+    """Renewal itself refuses a disabled user's grant, even one a log written before
+    disabling revoked renewable grants left unrevoked."""
+    consumer = hmac_consumer(deps)
+    issued, ledger = expired_grant(deps, consumer, bob)
+    user, version = deps.ledger.load(user_stream(bob))
+    deps.ledger.commit([Change(user_stream(bob), version, user, [ev.UserDisabled(name=bob)])],
+                       META)
+    assert load(deps, issued.token).status == "expired"
+    assert problem(dance.renew, ledger, deps.sealer, deps.settings, consumer,
+                   load(deps, issued.token), issued.session_handle, META) == "token_revoked"
+
+
+def test_grant_consumer_removal_and_reregistration(deps: Deps, bob: str) -> None:
+    """Removing a consumer revokes its expired-but-renewable grants too, and the same key
+    registered again is a new consumer: no grant of the old registration renews."""
+    consumer = hmac_consumer(deps)
+    issued, ledger = expired_grant(deps, consumer, bob)
+    assert remove_consumer(ledger, consumer.key, META) == 1
+    assert load(deps, issued.token).status == "revoked"
+    again = hmac_consumer(deps)  # same key, same secret
+    assert again.registered_at > consumer.registered_at
+    assert problem(dance.renew, ledger, deps.sealer, deps.settings, again,
+                   load(deps, issued.token), issued.session_handle, META) == "token_revoked"
+    # Even a grant an older log left unrevoked (removal appended alone) cannot renew.
+    old_grant, ledger = expired_grant(deps, again, bob)
+    state, version = deps.ledger.load(consumer_stream(again.key))
+    deps.ledger.commit([Change(consumer_stream(again.key), version, state,
+                               [ev.ConsumerRemoved(key=again.key)])], META)
+    third = hmac_consumer(deps)
+    assert load(deps, old_grant.token).status == "expired"
+    assert problem(dance.renew, ledger, deps.sealer, deps.settings, third,
+                   load(deps, old_grant.token), old_grant.session_handle, META) == (
+        "token_revoked")
+    # A grant of the current registration renews.
+    fresh = grant(deps, third, bob)
+    dance.renew(deps.ledger, deps.sealer, deps.settings, third, load(deps, fresh.token),
+                fresh.session_handle, META)

@@ -33,7 +33,7 @@ def issued(deps: Deps) -> dict[str, str]:
     renewed = grant(deps, a, "bob")
     old, _ = deps.ledger.load(token_stream(renewed.token))
     out["renewed"] = renewed.token
-    out["renewal"] = dance.renew(deps.ledger, deps.sealer, deps.settings, old,
+    out["renewal"] = dance.renew(deps.ledger, deps.sealer, deps.settings, a, old,
                                  renewed.session_handle, META).token
     out["revoked"] = grant(deps, b, "alice").token
     dance.revoke(deps.ledger, out["revoked"], "admin", META)

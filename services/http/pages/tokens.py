@@ -66,8 +66,8 @@ class UserTokensPage(Page):
         user, sess = page_session(req, self.deps)
         rows = tok.list_access_tokens(self.deps.ledger, user=user.name)
         self.page(resp, "tokens_user.html", user, sess,
-                  active=[r for r in rows if r.status == "active"],
-                  past=[r for r in rows if r.status != "active"][:50], notice=notice(req))
+                  active=[r for r in rows if r.revocable],
+                  past=[r for r in rows if not r.revocable][:50], notice=notice(req))
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         user, sess = page_session(req, self.deps)
