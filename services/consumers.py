@@ -1,4 +1,5 @@
-"""Consumer registry: register, update, remove (revoking every token), list.
+"""Consumer registry: register, update, reset the shared secret, remove (revoking every
+token), list.
 
 Used by the CLI, the admin JSON API and the admin pages alike, so validation lives here
 once and every entry point reports the same field messages.
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from oauthledger.events import catalog as ev
+from oauthledger.events.errors import SealingError
 from oauthledger.events.queries import streams_of_type, streams_with
 from oauthledger.events.sealing import Sealer
 from oauthledger.events.state import (
@@ -37,6 +39,8 @@ MAX_NAME = 255
 MAX_DESCRIPTION = 2000
 MAX_URL = 2000
 MAX_PEM = 20000
+MIN_SECRET = 8
+MAX_SECRET = 512
 
 
 @dataclass(frozen=True)
@@ -126,8 +130,8 @@ def _resolve(
         generated = secrets.token_urlsafe(32)
         out["secret_sealed"] = sealer.seal(generated)
     elif data.secret is not None:
-        if data.secret and not (8 <= len(data.secret) <= 512):
-            errors["secret"] = "must be 8-512 characters"
+        if data.secret and not (MIN_SECRET <= len(data.secret) <= MAX_SECRET):
+            errors["secret"] = f"must be {MIN_SECRET}-{MAX_SECRET} characters"
         out["secret_sealed"] = sealer.seal(data.secret) if data.secret else None
     for flag in ("three_legged", "allow_impersonation", "allow_oauth10",
                  "allow_plaintext_over_http"):
@@ -222,6 +226,48 @@ def update_consumer(
     return states[consumer_stream(key)], generated
 
 
+def _is_current_secret(sealer: Sealer, sealed: str, candidate: str) -> bool:
+    try:
+        current = sealer.open(sealed)
+    except SealingError:
+        # The key that sealed the old secret is gone: replacing it is what the admin
+        # needs, and the candidate cannot be the secret nobody can open any more.
+        return False
+    return secrets.compare_digest(current.encode(), candidate.encode())
+
+
+def reset_secret(
+    ledger: Ledger, sealer: Sealer, key: str, meta: Mapping[str, Any], secret: str | None = None
+) -> tuple[ConsumerState, str]:
+    """Replace a consumer's shared secret with ``secret``, or with a generated one when
+    ``secret`` is None. Returns the new state and the new secret (for the caller to show
+    once). The consumer, its settings and its tokens stay.
+
+    One ConsumerUpdated event carries the newly sealed secret. It bumps the consumer's
+    version, which is what the hot path caches opened secrets by, so the old secret is
+    refused from the very next request on (docs/design.md, "A signed request to a
+    protected resource", and "Read your writes")."""
+    current, version = ledger.load(consumer_stream(key))
+    assert current is None or isinstance(current, ConsumerState)
+    if current is None or current.removed:
+        raise NotFound(f"no consumer with key {key!r}")
+    if current.secret_sealed is None:
+        # A new secret here would be one no signature method uses; adding HMAC to an
+        # RSA consumer is an edit of its methods and secret together.
+        raise ValidationError({"secret": f"consumer {key!r} has no shared secret (it signs "
+                                         "with its RSA key); add one by editing the consumer"})
+    if secret is None:
+        secret = secrets.token_urlsafe(32)
+    elif not (MIN_SECRET <= len(secret) <= MAX_SECRET):
+        raise ValidationError({"secret": f"must be {MIN_SECRET}-{MAX_SECRET} characters"})
+    elif _is_current_secret(sealer, current.secret_sealed, secret):
+        # A reset that keeps the secret would leave whoever has the old one signing on.
+        raise ValidationError({"secret": "is the current secret; give a different one"})
+    event = ev.ConsumerUpdated(key=key, changes={"secret_sealed": sealer.seal(secret)})
+    states = ledger.commit([Change(consumer_stream(key), version, current, [event])], meta)
+    return states[consumer_stream(key)], secret
+
+
 def consumer_tokens(ledger: Ledger, key: str) -> list[TokenState]:
     """Every request and access token the consumer ever held (from the store)."""
     sids = streams_with(ledger.store, ["AccessTokenIssued", "RequestTokenIssued"],
@@ -231,8 +277,9 @@ def consumer_tokens(ledger: Ledger, key: str) -> list[TokenState]:
 
 
 def remove_consumer(ledger: Ledger, key: str, meta: Mapping[str, Any]) -> int:
-    """Remove a consumer and revoke every active token it holds, in one commit.
-    Returns how many access tokens were revoked."""
+    """Remove a consumer and revoke every grant it holds, in one commit: tokens that
+    work and expired tokens that could still be renewed (docs/oauth.md, "Renewal");
+    pending and approved request tokens expire. Returns how many grants were revoked."""
     current, version = ledger.load(consumer_stream(key))
     assert current is None or isinstance(current, ConsumerState)
     if current is None or current.removed:
@@ -240,8 +287,9 @@ def remove_consumer(ledger: Ledger, key: str, meta: Mapping[str, Any]) -> int:
     actor = str(meta.get("actor", "system"))
     changes = [Change(consumer_stream(key), version, current, [ev.ConsumerRemoved(key=key)])]
     revoked = 0
+    now = ledger.clock()
     for tok in consumer_tokens(ledger, key):
-        if tok.kind == "access" and tok.status == "active":
+        if tok.revocable_at(now):
             revoked += 1
             changes.append(Change(token_stream(tok.token), tok.version, tok, [
                 ev.AccessTokenRevoked(token=tok.token, by=actor, reason="consumer removed")

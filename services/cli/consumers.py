@@ -1,4 +1,4 @@
-"""``oauthledger consumer add|list|show|remove``: the consumer registry."""
+"""``oauthledger consumer add|list|show|reset-secret|remove``: the consumer registry."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from oauthledger.services.cli.main import (
     cli_meta,
     fail_on_service_errors,
     pass_cli,
+    read_stdin_line,
 )
 from oauthledger.services.consumers import ConsumerInput, consumer_public_view
 from oauthledger.services.oauth.signatures import rsa_key_warning
@@ -98,7 +99,32 @@ def consumer_show(ctx: CliContext, key: str) -> None:
 
     from oauthledger.services.consumers import load_consumer
 
-    click.echo(json.dumps(consumer_public_view(load_consumer(app_deps(ctx).ledger, key)), indent=2))
+    view = consumer_public_view(load_consumer(app_deps(ctx).ledger, key))
+    click.echo(json.dumps(view, indent=2))
+    if view["publicKeyWarning"]:
+        # NIST SP 800-131A disallows new RSA keys under 2048 bits: said on stderr as
+        # well, where it is not lost in the JSON (or in a script's pipe).
+        click.echo(f"warning: {view['publicKeyWarning']}", err=True)
+
+
+@consumer.command("reset-secret")
+@click.argument("key")
+@click.option("--secret-stdin", is_flag=True,
+              help="set the secret read from standard input instead of generating one")
+@pass_cli
+@fail_on_service_errors
+def consumer_reset_secret(ctx: CliContext, key: str, secret_stdin: bool) -> None:
+    """Replace a consumer's shared secret (generated and printed once, unless given on
+    standard input). The consumer and its tokens stay; the old secret stops working."""
+    from oauthledger.services.consumers import reset_secret
+
+    given = read_stdin_line("secret") if secret_stdin else None
+    deps = app_deps(ctx)
+    _, secret = reset_secret(deps.ledger, deps.sealer, key, cli_meta("consumer-reset-secret"),
+                             given)
+    click.echo(f"consumer {key}: shared secret replaced; the old one no longer works")
+    if given is None:
+        click.echo(f"shared secret (shown once): {secret}")
 
 
 @consumer.command("remove")

@@ -3,12 +3,14 @@
 Each command group lives in its own module under ``services/cli/``, listed in
 ``COMMAND_MODULES``. Expected failures (bad settings, unreachable database, corrupt rows, conflicts)
 print one line to stderr and exit non-zero; no traceback (docs/design.md, "Errors that say
-why").
+why"). A write that reached the log while Redis could not be told succeeds, with one
+warning line on stderr (docs/cli.md, "Consumers and users").
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -25,6 +27,7 @@ from oauthledger.events.settings import Settings, SettingsError, load_settings
 from oauthledger.events.store import EventStore
 from oauthledger.services.deps import Deps, build_deps
 from oauthledger.services.errors import Conflict, NotFound, ValidationError
+from oauthledger.services.ledger import PublishDeferred, watch_publishes
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -86,6 +89,16 @@ def cli_meta(kind: str) -> dict[str, str]:
     return {"actor": f"cli:{actor}", "request_id": f"cli-{kind}-{os.getpid()}"}
 
 
+def read_stdin_line(what: str) -> str:
+    """One line of standard input without its line end (a password or a secret piped
+    in, so it never shows in the process list or the shell history); an empty line is
+    a CliError naming ``what``."""
+    value = sys.stdin.readline().rstrip("\r\n")
+    if not value:
+        raise CliError(f"no {what} on standard input")
+    return value
+
+
 def fail_on_service_errors(fn: F) -> F:
     """Turn an application service's expected errors into one CLI line."""
     @functools.wraps(fn)
@@ -98,12 +111,28 @@ def fail_on_service_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def warn_deferred(deferred: list[PublishDeferred]) -> None:
+    """The one stderr line for commits Redis could not be told of (the command itself
+    succeeded: the change is in the log and the projection catches up from it)."""
+    if deferred:
+        click.echo(f"oauthledger: warning: {deferred[-1].warning()}", err=True)
+
+
 class _Root(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except _EXPECTED as exc:
-            raise CliError(str(exc)) from None
+        # The ledger logs a publish it could not make; the command reports it in its own
+        # one line (warn_deferred), so Python's last-resort handler must not print the
+        # log record as well when nothing configured logging.
+        ledger_log = logging.getLogger("oauthledger.services.ledger")
+        if not ledger_log.handlers:
+            ledger_log.addHandler(logging.NullHandler())
+        with watch_publishes() as deferred:
+            try:
+                return super().invoke(ctx)
+            except _EXPECTED as exc:
+                raise CliError(str(exc)) from None
+            finally:
+                warn_deferred(deferred)
 
 
 @click.group(cls=_Root)

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import sys
-
 import click
 
 from oauthledger.services.cli.main import (
     CliContext,
-    CliError,
     app_deps,
     cli_meta,
     fail_on_service_errors,
     pass_cli,
+    read_stdin_line,
 )
 
 
@@ -24,10 +22,7 @@ def user() -> None:
 def _read_password(password_stdin: bool) -> str:
     if not password_stdin:
         return click.prompt("Password", hide_input=True, confirmation_prompt=True)
-    value = sys.stdin.readline().rstrip("\r\n")
-    if not value:
-        raise CliError("no password on standard input")
-    return value
+    return read_stdin_line("password")
 
 
 @user.command("add")

@@ -41,16 +41,38 @@ def _list_of(field: str, item: str) -> dict[str, Any]:
             "properties": {field: {"type": "array", "items": _ref(item)}}}
 
 
+# A user's sign-in through HTTP Basic shares the failure counters and locks of /login
+# (services.http.access): while a lock holds, the password is not even checked.
+_LOCKED = {**_problem("too many failed sign-ins for this account or address; retry after "
+                      "Retry-After seconds"),
+           "headers": {"Retry-After": {"description": "seconds until the lock ends (RFC 6585 §4)",
+                                       "schema": {"type": "integer"}}}}
+
+# Changes through the browser session must echo its anti-CSRF token (services.http.access,
+# synchronizer-token pattern); Basic callers send nothing.
+_CSRF = {"name": "X-CSRF-Token", "in": "header", "required": False,
+         "description": "with the browser session (cookie): the session's anti-CSRF token, "
+                        "required for every change; not needed with HTTP Basic",
+         "schema": {"type": "string"}}
+_CHANGES = ("post", "put", "patch", "delete")
+
+
 def _op(summary: str, responses: dict[str, Any], *, admin: bool = True,
-        body: dict[str, Any] | None = None, params: list[dict[str, Any]] | None = None,
+        body: dict[str, Any] | None = None, body_required: bool = True,
+        params: list[dict[str, Any]] | None = None,
         security: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """One operation. Admin operations refuse anonymous callers (401) and non-admins (403)."""
+    """One operation. Admin operations refuse anonymous callers (401), non-admins and
+    session changes without the anti-CSRF token (403), and locked accounts (429)."""
     out: dict[str, Any] = {"summary": summary, "responses": dict(responses)}
     if admin:
         out["responses"].setdefault("401", _problem("not signed in / wrong credentials"))
-        out["responses"].setdefault("403", _problem("signed in, but not an administrator"))
+        out["responses"].setdefault("403", _problem(
+            "signed in, but not an administrator; or a change through the browser session "
+            "without the session's X-CSRF-Token header"))
+    if admin or (security is None and "401" in out["responses"]):
+        out["responses"].setdefault("429", _LOCKED)
     if body is not None:
-        out["requestBody"] = {"required": True, **_json(body)}
+        out["requestBody"] = {"required": body_required, **_json(body)}
         out["responses"].setdefault("415", _problem("the body is not application/json"))
         out["responses"].setdefault("400", _problem("the body is not a JSON object"))
     if params:
@@ -218,6 +240,23 @@ def _paths() -> dict[str, Any]:
                               "removed": _STR, "tokensRevoked": {"type": "integer"}}}),
                            "404": _NOT_FOUND}, params=[key]),
         },
+        "/consumer-secrets/{key}": {
+            "post": _op("Replace a consumer's shared secret; the old one is refused from the "
+                        "next request on. The consumer's settings and tokens stay. Without "
+                        "a body (or without sharedSecret) a secret is generated.",
+                        {"200": _ok("the consumer with its new sharedSecret, in this answer "
+                                    "only (Cache-Control: no-store)", _ref("Consumer")),
+                         "404": _NOT_FOUND,
+                         "409": _problem("changed concurrently; retry"),
+                         "422": _problem("the consumer has no shared secret (it signs with "
+                                         "RSA), or sharedSecret is not 8-512 characters "
+                                         "or is the current one")},
+                        body={"type": "object", "additionalProperties": False,
+                              "properties": {"sharedSecret": {
+                                  **_STR, "writeOnly": True, "minLength": 8, "maxLength": 512,
+                                  "description": "the new secret; omit to generate one"}}},
+                        body_required=False, params=[key]),
+        },
         "/consumer-info": {
             "get": _op("This installation's consumer identity (generated on first use)",
                        {"200": _ok("identity", _ref("ConsumerInfo"))}),
@@ -285,6 +324,16 @@ def _paths() -> dict[str, Any]:
     }
 
 
+def _with_csrf_header(paths: dict[str, Any]) -> dict[str, Any]:
+    """Name the anti-CSRF header on every change a signed-in user may make (the
+    operations with their own security, /verify, take no session)."""
+    for ops in paths.values():
+        for method, op in ops.items():
+            if method in _CHANGES and "security" not in op:
+                op["parameters"] = [*op.get("parameters", []), _CSRF]
+    return paths
+
+
 def openapi_document() -> dict[str, Any]:
     """The OpenAPI 3.0 document (a fresh copy each call)."""
     return copy.deepcopy({
@@ -295,15 +344,20 @@ def openapi_document() -> dict[str, Any]:
                                 "application/problem+json (RFC 9457)."},
         "servers": [{"url": API}],
         "security": [{"basic": []}, {"session": []}],
-        "paths": _paths(),
+        "paths": _with_csrf_header(_paths()),
         "components": {
             "schemas": SCHEMAS,
             "securitySchemes": {
                 "basic": {"type": "http", "scheme": "basic",
-                          "description": "an admin's name and password"},
+                          "description": "an admin's name and password; failures count "
+                                         "against the sign-in throttle of /login, and a "
+                                         "locked account or address answers 429 with "
+                                         "Retry-After"},
                 "session": {"type": "apiKey", "in": "cookie", "name": "oauthledger_session",
-                            "description": "the browser session; changes must be sent as "
-                                           "application/json"},
+                            "description": "the browser session from /login; every change "
+                                           "(POST, PUT, PATCH, DELETE) must also send the "
+                                           "session's anti-CSRF token in the X-CSRF-Token "
+                                           "header, or it answers 403 and changes nothing"},
                 "resourceServer": {"type": "http", "scheme": "basic",
                                    "description": "a resource server's id and secret"},
             },

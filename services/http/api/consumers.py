@@ -1,4 +1,5 @@
-"""The admin JSON API for consumers: /rest/oauthledger/1/consumers[/{key}]."""
+"""The admin JSON API for consumers: /rest/oauthledger/1/consumers[/{key}], and
+/rest/oauthledger/1/consumer-secrets/{key} to replace a consumer's shared secret."""
 
 from __future__ import annotations
 
@@ -110,10 +111,49 @@ class ConsumerResource(ApiBase):
         resp.media = {"removed": key, "tokensRevoked": revoked}
 
 
+def _given_secret(req: falcon.Request) -> str | None:
+    """The secret an admin chose (``{"sharedSecret": "..."}``), or None to generate one.
+    No body at all also means "generate"."""
+    if not req.content_length and req.content_type is None:
+        return None
+    data = json_body(req)
+    errors = {name: "unknown field" for name in data if name != "sharedSecret"}
+    value = data.get("sharedSecret")
+    if value is not None and not isinstance(value, str):
+        errors["sharedSecret"] = "must be a string"
+    if errors:
+        raise ValidationError(errors)
+    return value
+
+
+class ConsumerSecretResource(ApiBase):
+    """POST replaces the consumer's shared secret: a generated one, or ``sharedSecret``
+    from the body. The new secret is in this answer only."""
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response, key: str) -> None:
+        admin = api_admin(req, self.deps)
+        given = _given_secret(req)
+        try:
+            state, secret = svc.reset_secret(self.deps.ledger, self.deps.sealer, key,
+                                             meta(req, admin.name), given)
+        except ValidationError as exc:
+            # The service names its field "secret"; this API calls it sharedSecret.
+            raise ValidationError({("sharedSecret" if k == "secret" else k): v
+                                   for k, v in exc.fields.items()}) from None
+        body = svc.consumer_public_view(state)
+        body["sharedSecret"] = secret  # shown once, here, and never again
+        # RFC 9111 §5.2.2.5: no cache may keep the one copy of the new secret.
+        resp.set_header("Cache-Control", "no-store")
+        resp.media = body
+
+
 def add_routes(app: falcon.App, deps: Deps) -> None:
     """Mount the admin API and its 401/403/429 rendering."""
     app.add_route(f"{API}/consumers", ConsumersResource(deps))
     app.add_route(f"{API}/consumers/{{key:path}}", ConsumerResource(deps))
+    # Not /consumers/{key}/secret: a key may contain slashes, so /consumers/{key:path}
+    # takes everything after /consumers/ and Falcon refuses a route below it.
+    app.add_route(f"{API}/consumer-secrets/{{key:path}}", ConsumerSecretResource(deps))
 
     def on_refused(req: falcon.Request, resp: falcon.Response, ex: ApiRefused,
                    params: dict) -> None:

@@ -1,5 +1,6 @@
 """The Service Providers tab: the applications we call as a consumer (list, add, view,
-remove)."""
+remove). Where a provider is signed with this installation's RSA key, a key under the
+recommended size is flagged (services.oauth.signatures.rsa_key_warning)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 
 import falcon
 
-from oauthledger.events.state import UserState
+from oauthledger.events.state import InstallationState, UserState
 from oauthledger.services import installation as inst
 from oauthledger.services import providers as prov
 from oauthledger.services.deps import Deps
@@ -21,10 +22,17 @@ from oauthledger.services.http.pages.base import (
     see_other,
     use_page_filters,
 )
+from oauthledger.services.oauth.signatures import rsa_key_warning
 from oauthledger.services.sessions import Session
 
 _EMPTY_PROVIDER = {"name": "", "description": "", "consumer_key": "", "use_rsa": False,
                    "request_token_url": "", "authorize_url": "", "access_token_url": ""}
+
+
+def installation_key_warning(info: InstallationState | None) -> str | None:
+    """NIST SP 800-131A: the warning for this installation's RSA key when it is under
+    2048 bits (an identity generated elsewhere or by an older release), or None."""
+    return rsa_key_warning(info.public_key) if info is not None and info.public_key else None
 
 
 class ProvidersPage(Page):
@@ -35,6 +43,8 @@ class ProvidersPage(Page):
               status: int = 200) -> None:
         self.page(resp, "admin_providers.html", user, sess, status=status,
                   tab="service-providers", providers=prov.list_providers(self.deps.ledger),
+                  key_warning=installation_key_warning(
+                      inst.load_installation(self.deps.ledger)),
                   values=values, errors=errors, notice=notice(req))
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
@@ -84,7 +94,8 @@ class ProviderViewPage(Page):
             return
         info = inst.load_installation(self.deps.ledger)
         self.page(resp, "admin_provider_view.html", *who, tab="service-providers",
-                  provider=state, info=info, notice=notice(req))
+                  provider=state, info=info, notice=notice(req),
+                  key_warning=None if state.secret_sealed else installation_key_warning(info))
 
 
 class ProviderRemoveAction(Page):
