@@ -30,20 +30,20 @@ import uuid
 from pathlib import Path
 
 import redis
-import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.store_bench import (  # noqa: E402
+    migrated_store,
+    postgres_schema,
+    postgres_store,
+    sqlite_store,
+)
 from oauthledger.events import catalog as ev  # noqa: E402
 from oauthledger.events.keys import KeyLayout  # noqa: E402
-from oauthledger.events.migrate import upgrade  # noqa: E402
-from oauthledger.events.projection import (  # noqa: E402
-    RebuildResult,  # noqa: E402
-    delete_namespace,
-    project_pending,
-)
+from oauthledger.events.projection import project_pending  # noqa: E402
 from oauthledger.events.readmodel import ReadModel  # noqa: E402
-from oauthledger.events.rebuild import rebuild  # noqa: E402
+from oauthledger.events.rebuild import RebuildResult, delete_namespace, rebuild  # noqa: E402
 from oauthledger.events.state import token_stream  # noqa: E402
 from oauthledger.events.store import EventStore  # noqa: E402
 from tests.integration.test_projection_support import make_history  # noqa: E402
@@ -185,13 +185,14 @@ def used_memory_per_token(client: redis.Redis, n: int, spread: float) -> None:
 
 
 def bench_lag(rate: float, seconds: float, client: redis.Redis) -> None:
-    schema = "bench_" + uuid.uuid4().hex[:8]
-    admin = sa.create_engine(PG)
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    url = f"{PG}?options=-csearch_path%3D{schema}"
-    store = EventStore.from_url(url)
-    upgrade(store.engine)
+    """Projection lag through a real Celery worker, on a store in a fresh PostgreSQL
+    schema (dropped afterwards)."""
+    with postgres_schema(PG) as url, migrated_store(url) as store:
+        _lag(rate, seconds, client, url, store)
+
+
+def _lag(rate: float, seconds: float, client: redis.Redis, url: str, store: EventStore
+         ) -> None:
     prefix = "olbench-" + uuid.uuid4().hex[:6]
     rm = ReadModel(client, KeyLayout(prefix))
     project_pending(store, rm)
@@ -264,9 +265,6 @@ def bench_lag(rate: float, seconds: float, client: redis.Redis) -> None:
         for key in client.scan_iter(f"{prefix}:*"):
             client.delete(key)
         redis.Redis.from_url(broker).flushdb()
-        store.engine.dispose()
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
 
 
 def main() -> None:
@@ -293,9 +291,7 @@ def main() -> None:
         return
 
     print("SQLite:")
-    with tempfile.TemporaryDirectory() as d:
-        store = EventStore.from_url(f"sqlite:///{d}/events.sqlite3")
-        upgrade(store.engine)
+    with sqlite_store() as store:
         rm = bench_rebuild("SQLite", store, client, args.events, args.workers,
                            not args.no_single)
         memory_per_token(rm)
@@ -306,22 +302,12 @@ def main() -> None:
             client.delete(key)
 
     print("PostgreSQL:")
-    schema = "bench_" + uuid.uuid4().hex[:8]
-    admin = sa.create_engine(PG)
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    try:
-        store = EventStore.from_url(f"{PG}?options=-csearch_path%3D{schema}")
-        upgrade(store.engine)
+    with postgres_store(PG) as store:
         rm = bench_rebuild("PostgreSQL", store, client, args.events, args.workers,
                            not args.no_single)
         delete_namespace(client, rm.namespace())
         for key in client.scan_iter(rm.keys.pattern()):
             client.delete(key)
-        store.engine.dispose()
-    finally:
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
 
     if not args.skip_lag:
         print("Projection lag through a real Celery worker (PostgreSQL store):")

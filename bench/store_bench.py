@@ -82,34 +82,49 @@ def cpu_note() -> str:
 
 
 @contextmanager
-def postgres_store(base_url: str) -> Iterator[EventStore]:
-    """A migrated store in a fresh schema, dropped afterwards."""
+def postgres_schema(base_url: str) -> Iterator[str]:
+    """A URL of ``base_url``'s database with its search_path on a fresh, empty schema,
+    dropped afterwards (the benchmarks' own tables never meet anyone else's)."""
     schema = "bench_" + uuid.uuid4().hex[:10]
     admin = sa.create_engine(base_url)
     with admin.begin() as conn:
         conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
     sep = "&" if "?" in base_url else "?"
-    store = EventStore.from_url(f"{base_url}{sep}options=-csearch_path%3D{schema}")
     try:
-        upgrade(store.engine)
-        yield store
+        yield f"{base_url}{sep}options=-csearch_path%3D{schema}"
     finally:
-        store.engine.dispose()
         with admin.begin() as conn:
             conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
         admin.dispose()
 
 
 @contextmanager
-def sqlite_store() -> Iterator[EventStore]:
-    """A migrated store in a temporary SQLite file, deleted afterwards."""
-    tmp = tempfile.mkdtemp(prefix="olbench-")
-    store = EventStore.from_url(f"sqlite:///{tmp}/events.sqlite3")
+def migrated_store(url: str) -> Iterator[EventStore]:
+    """The store at ``url``, migrated to the newest schema; its engine disposed
+    afterwards."""
+    store = EventStore.from_url(url)
     try:
         upgrade(store.engine)
         yield store
     finally:
         store.engine.dispose()
+
+
+@contextmanager
+def postgres_store(base_url: str) -> Iterator[EventStore]:
+    """A migrated store in a fresh schema, dropped afterwards."""
+    with postgres_schema(base_url) as url, migrated_store(url) as store:
+        yield store
+
+
+@contextmanager
+def sqlite_store() -> Iterator[EventStore]:
+    """A migrated store in a temporary SQLite file, deleted afterwards."""
+    tmp = tempfile.mkdtemp(prefix="olbench-")
+    try:
+        with migrated_store(f"sqlite:///{tmp}/events.sqlite3") as store:
+            yield store
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 

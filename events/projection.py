@@ -29,15 +29,9 @@ from typing import Any
 import redis
 
 from oauthledger.events.catchup import project_into
+from oauthledger.events.expiry_index import expiry_entries
 from oauthledger.events.keys import KeyLayout
-from oauthledger.events.readmodel import (
-    ReadModel,
-    expiry_entries,
-)
-
-# Re-exported: callers that import them from here (the CLI, benchmarks) keep working.
-from oauthledger.events.rebuild import RebuildResult as RebuildResult
-from oauthledger.events.rebuild import delete_namespace as delete_namespace
+from oauthledger.events.readmodel import ReadModel
 from oauthledger.events.rebuild import rebuild
 from oauthledger.events.rebuild_lock import RebuildBusy, RebuildInterrupted, RedisLock
 from oauthledger.events.store import EventStore

@@ -17,9 +17,9 @@ entities it owns. The parent process handles range 0; ranges 1.. run in forked w
 Redis, an in-memory SQLite database — or the log is small, everything runs here.
 
 The expiry buckets of an hour are laid out from the hour's total count
-(:func:`oauthledger.events.readmodel.bucket_layout`), so the workers send their (token, expiry)
-pairs to the parent as soon as they have folded, and the parent writes the whole index
-while the workers write their keys.
+(:func:`oauthledger.events.expiry_index.bucket_layout`), so the workers send their
+(token, expiry) pairs to the parent as soon as they have folded, and the parent writes the
+whole index while the workers write their keys.
 """
 
 from __future__ import annotations
@@ -177,7 +177,7 @@ class RebuildResult:
 
 # A token being folded: [token, kind, status, consumer_key, secret_sealed, expires_at,
 # issued_at, user, version] — exactly the fields the read model stores
-# (events.token_codec.TOKEN_FIELDS_NOT_IN_REDIS are not tracked).
+# (oauthledger.events.token_codec.TOKEN_FIELDS_NOT_IN_REDIS are not tracked).
 _ROW_FIELDS = ("token", "kind", "status", "consumer_key", "secret_sealed", "expires_at",
                "issued_at", "user", "version")
 _TOKEN, _KIND, _STATUS, _CONSUMER, _SECRET, _EXPIRES, _ISSUED, _USER, _VERSION = range(9)
@@ -615,8 +615,9 @@ def rebuild(
     """Replay the whole log into a fresh namespace and switch to it atomically.
 
     While it runs, ``<prefix>:building`` names the new namespace, so front ends write
-    their acknowledged changes there too (rule 2) and the hot path keeps reading the old
-    namespace (or falls back to the store if that one has no checkpoint, rule 3).
+    their acknowledged changes there too (docs/design.md, "Read your writes") and the hot
+    path keeps reading the old namespace (or falls back to the store if that one has no
+    checkpoint: docs/design.md, "Store fallback").
     ``workers``: processes to use (default: :func:`worker_count`). Raises
     :class:`RebuildBusy` if another rebuild holds the lock. A worker's failure is raised
     here as the same exception (:class:`RebuildWorkerDied` if it died without a word),

@@ -97,21 +97,23 @@ def add_provider(ledger: Ledger, sealer: Sealer, data: ProviderInput,
     return ledger.commit([Change(sid, version, current, [event])], meta)[sid]
 
 
-def load_provider(ledger: Ledger, name: str) -> ProviderState:
-    """A provider that was not removed, or NotFound."""
-    state, _ = ledger.load(provider_stream(name))
-    assert state is None or isinstance(state, ProviderState)
-    if state is None or state.removed:
-        raise NotFound(f"no service provider named {name!r}")
-    return state
-
-
-def remove_provider(ledger: Ledger, name: str, meta: Mapping[str, Any]) -> None:
-    """Remove a provider."""
+def _load_live(ledger: Ledger, name: str) -> tuple[ProviderState, int]:
+    """A provider that was not removed and its stream version, or NotFound."""
     state, version = ledger.load(provider_stream(name))
     assert state is None or isinstance(state, ProviderState)
     if state is None or state.removed:
         raise NotFound(f"no service provider named {name!r}")
+    return state, version
+
+
+def load_provider(ledger: Ledger, name: str) -> ProviderState:
+    """A provider that was not removed, or NotFound."""
+    return _load_live(ledger, name)[0]
+
+
+def remove_provider(ledger: Ledger, name: str, meta: Mapping[str, Any]) -> None:
+    """Remove a provider."""
+    state, version = _load_live(ledger, name)
     ledger.commit([Change(provider_stream(name), version, state,
                           [ev.ServiceProviderRemoved(name=name)])], meta)
 

@@ -15,9 +15,10 @@ from typing import Any
 from oauthledger.events.connections import open_redis, open_store
 from oauthledger.events.expiry import sweep_expired
 from oauthledger.events.keys import KeyLayout
-from oauthledger.events.projection import RebuildBusy, project_coalesced
+from oauthledger.events.projection import project_coalesced
 from oauthledger.events.readmodel import ReadModel
 from oauthledger.events.rebuild import rebuild
+from oauthledger.events.rebuild_lock import RebuildBusy
 from oauthledger.events.settings import Settings
 from oauthledger.events.store import EventStore
 from oauthledger.workers.celery_app import (

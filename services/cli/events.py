@@ -27,8 +27,8 @@ import click
 from oauthledger.events.errors import CorruptEvent
 from oauthledger.events.schema import GENESIS_HASH
 from oauthledger.events.store import EventStore, RecordedEvent
-from oauthledger.services.cli.db import db_errors
 from oauthledger.services.cli.main import CliContext, CliError, pass_cli
+from oauthledger.services.cli.store_access import db_errors, open_store
 
 # The text form of a sealed value (events/sealing.py): s1.<key id>.<base64url>.
 _SEALED = re.compile(r"^s1\.([A-Za-z0-9_-]+)\.[A-Za-z0-9_-]+={0,2}$")
@@ -161,15 +161,6 @@ def jsonl_line(obj: dict[str, Any]) -> str:
 # --- helpers --------------------------------------------------------------------------
 
 
-def _open_store(cli_ctx: CliContext) -> EventStore:
-    try:
-        return cli_ctx.store
-    except OSError as exc:  # the SQLite data directory cannot be created
-        raise CliError(
-            f"cannot open data directory {cli_ctx.settings.data_dir}: {exc.strerror}"
-        ) from None
-
-
 def _show_progress(choice: bool | None) -> bool:
     if choice is not None:
         return choice
@@ -248,7 +239,7 @@ def tail(
     """Print events in position order; with --follow, keep printing new ones."""
     if after is not None and last is not None:
         raise click.UsageError("use either --after or --last, not both")
-    store = _open_store(cli_ctx)
+    store = open_store(cli_ctx)
     render = text_line if fmt == "text" else jsonl_line
     chain = ChainCheck(store) if check_chain else None
     out: TextIO = sys.stdout
@@ -344,7 +335,7 @@ def _follow(
 def verify(cli_ctx: CliContext, progress: bool | None) -> None:
     """Walk the hash chain from the first event. Exit 0 when intact, 1 at the first bad
     row (its position and why)."""
-    store = _open_store(cli_ctx)
+    store = open_store(cli_ctx)
     show = _show_progress(progress)
     total = store.head() if show else 0
     with _progress(show, total, "verifying") as update:
@@ -380,7 +371,7 @@ def export(
     progress: bool | None,
 ) -> None:
     """Write every column of every event as JSON lines; sealed secrets stay sealed."""
-    store = _open_store(cli_ctx)
+    store = open_store(cli_ctx)
     chain = ChainCheck(store) if check_chain else None
     show = output is not None and _show_progress(progress)
     total = max(0, store.head() - after) if show else 0
@@ -432,7 +423,7 @@ def export(
 @db_errors
 def stats(cli_ctx: CliContext, fmt: str) -> None:
     """Head position and hash, streams, events per type, first and last event time."""
-    store = _open_store(cli_ctx)
+    store = open_store(cli_ctx)
     head = store.head()
     by_type = store.count_by_type()
     first = next(store.read_all(0, limit=1), None)

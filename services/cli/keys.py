@@ -22,8 +22,8 @@ import click
 
 from oauthledger.events.errors import SealingError
 from oauthledger.events.sealing import KeyRing, Sealer, load_key_ring, save_key_ring
-from oauthledger.services.cli.db import db_errors
 from oauthledger.services.cli.main import CliContext, CliError, pass_cli
+from oauthledger.services.cli.store_access import db_errors, open_store
 
 
 @contextmanager
@@ -133,9 +133,9 @@ def list_keys(cli_ctx: CliContext, usage: bool, fmt: str) -> None:
         ) from None
     counts: Counter[str] = Counter()
     if usage:
-        from oauthledger.services.cli.events import _open_store, row_object
+        from oauthledger.services.cli.events import row_object
 
-        for rec in _open_store(cli_ctx).read_all(0):
+        for rec in open_store(cli_ctx).read_all(0):
             counts.update(_sealed_key_ids(row_object(rec)["data"]))
     unknown = sorted(set(counts) - set(ring.keys))
     if fmt == "json":

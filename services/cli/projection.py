@@ -11,9 +11,10 @@ import click
 import redis
 
 from oauthledger.events.keys import KeyLayout
-from oauthledger.events.projection import RebuildBusy, RebuildInterrupted, snapshot, status
+from oauthledger.events.projection import snapshot, status
 from oauthledger.events.readmodel import ReadModel
 from oauthledger.events.rebuild import rebuild
+from oauthledger.events.rebuild_lock import RebuildBusy, RebuildInterrupted
 from oauthledger.services.cli.main import CliContext, CliError, pass_cli
 
 

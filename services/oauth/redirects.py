@@ -100,10 +100,3 @@ def absolute_http_url(url: str) -> CheckedUrl | None:
         return None
     origin = Origin(parsed.protocol[:-1], parsed.hostname, parsed.port)
     return CheckedUrl(parsed.href, origin)
-
-
-def same_origin(url: str, registered: str) -> bool:
-    """Whether a browser sends ``url`` to the origin of ``registered`` (both must pass
-    :func:`absolute_http_url`)."""
-    a, b = absolute_http_url(url), absolute_http_url(registered)
-    return a is not None and b is not None and a.origin == b.origin

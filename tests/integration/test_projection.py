@@ -14,13 +14,13 @@ from oauthledger.events import catalog as ev
 from oauthledger.events.expiry_index import BUCKET_LOAD, bucket_layout, expiry_hours, expiry_ms
 from oauthledger.events.keys import KeyLayout
 from oauthledger.events.projection import (
-    RebuildBusy,
     project_coalesced,
     project_pending,
     snapshot,
     status,
 )
 from oauthledger.events.rebuild import _BULK_INDEX, index_calls, rebuild
+from oauthledger.events.rebuild_lock import RebuildBusy
 from oauthledger.events.state import TokenState, fold_stream, token_stream
 from tests.integration.test_projection_support import assert_equals_fresh_rebuild, make_history
 

@@ -22,9 +22,10 @@ import redis
 from oauthledger.events import catalog as ev
 from oauthledger.events.errors import StoreUnavailable
 from oauthledger.events.keys import KeyLayout
-from oauthledger.events.projection import RebuildInterrupted, compare, snapshot
+from oauthledger.events.projection import compare, snapshot
 from oauthledger.events.readmodel import ReadModel
 from oauthledger.events.rebuild import rebuild, worker_count
+from oauthledger.events.rebuild_lock import RebuildInterrupted
 from oauthledger.events.rebuild_workers import RebuildWorkerDied, Workers, pack_error, unpack_error
 from oauthledger.events.state import consumer_stream, token_stream, user_stream
 from oauthledger.events.store import EventStore

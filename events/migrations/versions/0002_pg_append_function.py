@@ -54,7 +54,8 @@ BEGIN
             current_setting('transaction_isolation');
     END IF;
     -- docs/design.md, "Commit order is position order": appends are serialized until commit. Keys:
-    -- events.store.APPEND_LOCK_CLASS (p_lock_class) and the events table's OID.
+    -- oauthledger.events.store_postgres.APPEND_LOCK_CLASS (p_lock_class) and the events
+    -- table's OID.
     PERFORM pg_advisory_xact_lock(p_lock_class, 'events'::regclass::oid::int4);
     SELECT e.position, e.hash INTO v_position, v_hash
         FROM events e ORDER BY e.position DESC LIMIT 1;
