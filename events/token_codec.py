@@ -4,7 +4,7 @@ Token keys are the bulk of Redis memory (one per active access token; budget: 25
 per active access token, docs/read-model.md, "Memory"), so a token value is
 binary-packed and holds only the fields its Redis readers use — the hot path (kind,
 status, consumer, secret, expiry, user) and issued_at. Fields only the dance needs are
-left out (docs/read-model.md, consistency rule 3: the dance loads streams from the
+left out (docs/design.md, "What Redis holds": the dance loads streams from the
 store) and decode to their defaults (None).
 
 The stored value is ``<stream version>|`` followed by :func:`encode_token`'s payload; the

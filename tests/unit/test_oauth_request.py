@@ -264,3 +264,15 @@ def test_parse_authorization_escaped_quote_and_bare_token() -> None:
     assert parse_authorization("Bearer abc") is None
     assert parse_authorization("OAuthx a=b") is None
     assert parse_authorization("OAuth") == []
+
+
+@pytest.mark.parametrize("bad", ["%00", "%01", "%0A", "%7F", "%C2%85"])
+@pytest.mark.parametrize("name", ["oauth_consumer_key", "oauth_token", "oauth_nonce"])
+def test_control_characters_in_oauth_parameters_are_rejected_by_name(name: str, bad: str
+                                                                     ) -> None:
+    """No identifier holds a control character (the store could not keep it, and a
+    header could not carry it back): the parameter is named, nothing reaches a lookup."""
+    params = {**BASE, "oauth_token": "tok", name: f"x{bad}y"}
+    p = problem(parse_request, "POST", URL, header(params), b"", FORM)
+    assert p.problem == "parameter_rejected"
+    assert p.params == {"oauth_parameters_rejected": name}
