@@ -217,7 +217,8 @@ class ReadModel:
 
     def write_targets(self) -> list[str]:
         """Namespaces a front end writes to: the live one and, during a rebuild, the one
-        being built, so an acknowledged change survives the switch (docs/design.md, "Read your writes")."""
+        being built, so an acknowledged change survives the switch (docs/design.md,
+        "Read your writes")."""
         live, building = self.redis.mget(self.keys.active, self.keys.building)
         live_ns = (live.decode() if isinstance(live, bytes) else live) or (
             self.keys.default_namespace
@@ -278,7 +279,8 @@ class ReadModel:
         namespace pointer together with the checkpoint and the entities of the namespace
         this process last saw live. If a rebuild switched namespaces since, the pointer
         differs and the read is repeated against the new one; should it keep moving, the
-        answer says "incomplete" and the caller falls back to the store (docs/design.md, "Store fallback").
+        answer says "incomplete" and the caller falls back to the store (docs/design.md,
+        "Store fallback").
 
         ``nonce`` = (timestamp, nonce, window) also records the request's nonce in the
         same round trip (``SET NX EX``, pipelined before the MGET), and the MGET reads
