@@ -31,6 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from oauthledger.services.http import gunicorn_conf  # noqa: E402 - the worker model it serves
 from tests.e2e import servers as s  # noqa: E402
 
 PATH = "/rest/api/2/myself"
@@ -152,7 +153,8 @@ def main() -> None:
                      "the projection to catch up", stack.worker)
         workers = _gunicorn_workers(server)
         url = server.url + PATH
-        print(f"server: {server.url} (gunicorn, {workers} sync workers, "
+        print(f"server: {server.url} (gunicorn, {workers} {gunicorn_conf.worker_class} "
+              f"workers x {gunicorn_conf.threads} threads, "
               "oauthledger.services.http.gunicorn_conf); "
               f"load: wrk -t{opts.threads} -c{opts.connections} -d{opts.duration}s; "
               f"{os.cpu_count()} cores", flush=True)

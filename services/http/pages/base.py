@@ -12,6 +12,7 @@ security headers of services.http.rendering (X-Frame-Options DENY, CSP frame-anc
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -19,8 +20,9 @@ import falcon
 
 from oauthledger.events.state import UserState
 from oauthledger.services.deps import Deps
+from oauthledger.services.errors import NotFound
 from oauthledger.services.http.access import page_session
-from oauthledger.services.http.context import form
+from oauthledger.services.http.context import form, meta
 from oauthledger.services.http.rendering import render, templates
 from oauthledger.services.sessions import Session
 
@@ -134,3 +136,30 @@ class Page:
         tab, back = _NOT_FOUND_TABS[what]
         self.page(resp, "admin_not_found.html", user, sess, status=404, tab=tab, what=what,
                   back=back)
+
+
+class RemoveAction(Page):
+    """POST ``field``: remove one entity through its service, then back to its tab with
+    a notice; the 404 page when it is already gone. Subclasses name the form field, the
+    service call, the noun of the 404 page and where to go."""
+
+    field: str
+    noun: str
+    back: str
+    done: str
+
+    def remove(self, ident: str, event_meta: Mapping[str, Any]) -> object:
+        """Call the service that removes the entity (NotFound when there is none)."""
+        raise NotImplementedError
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        posted = self.admin_post(req, resp)
+        if posted is None:
+            return
+        user, sess, data = posted
+        try:
+            self.remove(data.get(self.field, ""), meta(req, user.name))
+        except NotFound:
+            self.not_found(resp, user, sess, self.noun)
+            return
+        raise see_other(self.back, done=self.done)

@@ -5,7 +5,7 @@ shown (services.oauth.signatures.rsa_key_warning)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import falcon
@@ -19,6 +19,7 @@ from oauthledger.services.http.context import meta
 from oauthledger.services.http.pages.base import (
     ADMIN,
     Page,
+    RemoveAction,
     admin_session,
     form_lists,
     notice,
@@ -251,20 +252,14 @@ class ConsumerSecretResetAction(Page):
                   consumer=state, secret=secret, reset=True)
 
 
-class ConsumerRemoveAction(Page):
-    """POST key: remove the consumer and revoke all its tokens in one commit."""
+class ConsumerRemoveAction(RemoveAction):
+    """POST key: remove the consumer and revoke all its grants in one commit."""
 
-    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        posted = self.admin_post(req, resp)
-        if posted is None:
-            return
-        user, sess, data = posted
-        try:
-            svc.remove_consumer(self.deps.ledger, data.get("key", ""), meta(req, user.name))
-        except NotFound:
-            self.not_found(resp, user, sess, "consumer")
-            return
-        raise see_other(ADMIN, done="consumer-removed")
+    field, noun, back, done = "key", "consumer", ADMIN, "consumer-removed"
+
+    def remove(self, ident: str, event_meta: Mapping[str, Any]) -> object:
+        """:func:`oauthledger.services.consumers.remove_consumer`."""
+        return svc.remove_consumer(self.deps.ledger, ident, event_meta)
 
 
 def add_routes(app: falcon.App, deps: Deps) -> None:

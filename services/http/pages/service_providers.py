@@ -4,6 +4,7 @@ recommended size is flagged (services.oauth.signatures.rsa_key_warning)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import falcon
@@ -17,6 +18,7 @@ from oauthledger.services.http.context import meta
 from oauthledger.services.http.pages.base import (
     ADMIN,
     Page,
+    RemoveAction,
     admin_session,
     notice,
     see_other,
@@ -98,20 +100,15 @@ class ProviderViewPage(Page):
                   key_warning=None if state.secret_sealed else installation_key_warning(info))
 
 
-class ProviderRemoveAction(Page):
+class ProviderRemoveAction(RemoveAction):
     """POST name: remove a service provider."""
 
-    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        posted = self.admin_post(req, resp)
-        if posted is None:
-            return
-        user, sess, data = posted
-        try:
-            prov.remove_provider(self.deps.ledger, data.get("name", ""), meta(req, user.name))
-        except NotFound:
-            self.not_found(resp, user, sess, "service provider")
-            return
-        raise see_other(f"{ADMIN}/service-providers", done="provider-removed")
+    field, noun, back, done = "name", "service provider", f"{ADMIN}/service-providers", (
+        "provider-removed")
+
+    def remove(self, ident: str, event_meta: Mapping[str, Any]) -> object:
+        """:func:`oauthledger.services.providers.remove_provider`."""
+        return prov.remove_provider(self.deps.ledger, ident, event_meta)
 
 
 def add_routes(app: falcon.App, deps: Deps) -> None:
