@@ -235,22 +235,119 @@ class ServiceProviderAdded(Event):
     request_token_url: str
     authorize_url: str
     access_token_url: str
+    # The application's base URL when it was added by base URL (an application link):
+    # its endpoints are then the Atlassian paths under it.
+    base_url: str | None = None
+
+
+@dataclass(frozen=True)
+class ServiceProviderUpdated(Event):
+    """Some fields of a service provider changed; ``changes`` maps field name to new
+    value (a new shared secret arrives sealed, as ``secret_sealed``). The name stays, and
+    so do the users' connections to it."""
+
+    name: str
+    changes: dict[str, Any]
 
 
 @dataclass(frozen=True)
 class ServiceProviderRemoved(Event):
-    """A third-party service provider was removed."""
+    """A third-party service provider was removed; every user's stored token for it is
+    dropped with it (ProviderTokenDropped on each connection)."""
 
     name: str
 
 
+# --- the consumer side: this installation's users connected to service providers ------
+
+
+@dataclass(frozen=True)
+class ProviderTokenRequested(Event):
+    """A user started connecting to a service provider: the provider issued this request
+    token, which only the browser session that asked may bring back (``session_hash``,
+    SHA-256 of the session id) before ``expires_at``."""
+
+    provider: str
+    user: str
+    request_token: str
+    secret_sealed: str
+    session_hash: str
+    expires_at: float
+
+
+@dataclass(frozen=True)
+class ProviderTokenRequestEnded(Event):
+    """A pending request token will not be exchanged: the user denied access at the
+    provider, it expired, or the provider refused the exchange (``reason`` says which).
+    A connection the user had before stays as it was."""
+
+    provider: str
+    user: str
+    request_token: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ProviderTokenObtained(Event):
+    """The provider exchanged the approved request token for an access token; token,
+    token secret and session handle are kept sealed. ``expires_at`` and
+    ``authorization_expires_at`` are None when the provider did not say."""
+
+    provider: str
+    user: str
+    token_sealed: str
+    secret_sealed: str
+    session_handle_sealed: str | None
+    expires_at: float | None
+    authorization_expires_at: float | None
+    request_token: str = ""
+
+
+@dataclass(frozen=True)
+class ProviderTokenRenewed(Event):
+    """The stored access token was renewed with its session handle (the provider issued
+    a new token and retired the old one)."""
+
+    provider: str
+    user: str
+    token_sealed: str
+    secret_sealed: str
+    session_handle_sealed: str | None
+    expires_at: float | None
+    authorization_expires_at: float | None
+
+
+@dataclass(frozen=True)
+class ProviderTokenRejected(Event):
+    """The provider refused the stored token (``problem``: token_expired, token_revoked,
+    token_rejected, permission_unknown, ...) and it could not be renewed: the user must
+    connect again."""
+
+    provider: str
+    user: str
+    problem: str
+
+
+@dataclass(frozen=True)
+class ProviderTokenDropped(Event):
+    """The stored token was forgotten: the user disconnected, an admin dropped it, or
+    the provider or the user was removed (``reason``; ``by`` names who)."""
+
+    provider: str
+    user: str
+    by: str
+    reason: str
+
+
 @dataclass(frozen=True)
 class ResourceServerCredentialCreated(Event):
-    """A resource server may call the verify API with this id and secret."""
+    """A resource server may call the verify API with this id and secret; with
+    ``act_for_users`` it may also call service providers on behalf of a user it names."""
 
     server_id: str
     secret_sealed: str
     description: str = ""
+    act_for_users: bool = False
 
 
 @dataclass(frozen=True)
@@ -282,7 +379,14 @@ EVENT_TYPES: dict[str, type[Event]] = {
         UserDisabled,
         ConsumerInfoChanged,
         ServiceProviderAdded,
+        ServiceProviderUpdated,
         ServiceProviderRemoved,
+        ProviderTokenRequested,
+        ProviderTokenRequestEnded,
+        ProviderTokenObtained,
+        ProviderTokenRenewed,
+        ProviderTokenRejected,
+        ProviderTokenDropped,
         ResourceServerCredentialCreated,
         ResourceServerCredentialRemoved,
     )

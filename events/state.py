@@ -2,7 +2,9 @@
 
 Stream names (one place): ``consumer-<key>``, ``token-<token>`` (request and access
 tokens alike), ``user-<name>``, ``installation`` (this application's consumer identity),
-``provider-<name>`` (third-party service providers), ``resource-server-<id>``.
+``provider-<name>`` (third-party service providers), ``resource-server-<id>``,
+``connection-<user>/<provider>`` (a user's token at a service provider; user names
+never hold ``/``).
 
 Each ``fold`` is a pure function of the previous state and one recorded event, so the
 front end (after its own append), the projector and the audit replay all compute the
@@ -39,6 +41,15 @@ def user_stream(name: str) -> str:
 def provider_stream(name: str) -> str:
     """Stream id of a third-party service provider."""
     return f"provider-{name}"
+
+
+def connection_stream(user: str, provider: str) -> str:
+    """Stream id of one user's connection to one service provider. User names cannot
+    hold ``/`` (services.users), so the split is unambiguous."""
+    return f"connection-{user}/{provider}"
+
+
+CONNECTION_PREFIX = "connection-"
 
 
 def resource_server_stream(server_id: str) -> str:
@@ -150,24 +161,64 @@ class ProviderState:
     request_token_url: str
     authorize_url: str
     access_token_url: str
+    base_url: str | None = None
     removed: bool = False
     version: int = 0
 
 
 @dataclass(frozen=True)
+class ConnectionState:
+    """One user's connection to one service provider (the consumer side).
+
+    ``status``: ``none`` (never connected, or only pending), ``connected``,
+    ``needs_reconnect`` (the provider refused the token: ``problem`` says how) or
+    ``dropped``. A pending request token (``pending_*``) lives beside the connection,
+    so starting to connect again does not lose a working token."""
+
+    provider: str
+    user: str
+    status: str = "none"
+    token_sealed: str | None = None
+    secret_sealed: str | None = None
+    session_handle_sealed: str | None = None
+    expires_at: float | None = None
+    authorization_expires_at: float | None = None
+    connected_at: float | None = None
+    renewed_at: float | None = None
+    problem: str | None = None
+    pending_token: str | None = None
+    pending_secret_sealed: str | None = None
+    pending_session_hash: str | None = None
+    pending_expires_at: float | None = None
+    version: int = 0
+
+    def expired_at(self, now: float) -> bool:
+        """The stored token has reached the expiry the provider gave it."""
+        return self.expires_at is not None and now >= self.expires_at
+
+    def renewable_at(self, now: float) -> bool:
+        """A session handle exists and the authorization has not run out."""
+        return (self.session_handle_sealed is not None
+                and (self.authorization_expires_at is None
+                     or now < self.authorization_expires_at))
+
+
+@dataclass(frozen=True)
 class ResourceServerState:
-    """A credential with which another resource server may call the verify API."""
+    """A credential with which another resource server may call the verify API (and,
+    with ``act_for_users``, call service providers on behalf of a user it names)."""
 
     server_id: str
     secret_sealed: str
     description: str
+    act_for_users: bool = False
     removed: bool = False
     version: int = 0
 
 
 State = (
     ConsumerState | TokenState | UserState | InstallationState | ProviderState
-    | ResourceServerState
+    | ResourceServerState | ConnectionState
 )
 """The state of any stream."""
 
@@ -187,7 +238,56 @@ def fold_token(transition: Transition, state: State | None, event: ev.Event,
                                **values)
 
 
-_Updated = TypeVar("_Updated", ConsumerState, UserState, ProviderState, ResourceServerState)
+_Updated = TypeVar("_Updated", ConsumerState, UserState, ProviderState, ResourceServerState,
+                   ConnectionState)
+
+_NO_TOKEN: dict[str, Any] = {
+    "token_sealed": None, "secret_sealed": None, "session_handle_sealed": None,
+    "expires_at": None, "authorization_expires_at": None,
+}
+_NO_PENDING: dict[str, Any] = {
+    "pending_token": None, "pending_secret_sealed": None, "pending_session_hash": None,
+    "pending_expires_at": None,
+}
+
+
+def fold_connection(state: State | None, e: ev.Event, rec: RecordedEvent) -> ConnectionState:
+    """Apply one consumer-side event to a user's connection to a provider."""
+    v = rec.stream_version
+    if isinstance(e, ev.ProviderTokenRequested):
+        prior = state if isinstance(state, ConnectionState) else ConnectionState(
+            provider=e.provider, user=e.user)
+        return dataclasses.replace(
+            prior, pending_token=e.request_token, pending_secret_sealed=e.secret_sealed,
+            pending_session_hash=e.session_hash, pending_expires_at=e.expires_at, version=v)
+    prior = _prior(state, rec, ConnectionState)
+    match e:
+        case ev.ProviderTokenRequestEnded():
+            return dataclasses.replace(prior, **_NO_PENDING, version=v)
+        case ev.ProviderTokenObtained():
+            return dataclasses.replace(
+                prior, **_NO_PENDING, status="connected", token_sealed=e.token_sealed,
+                secret_sealed=e.secret_sealed, session_handle_sealed=e.session_handle_sealed,
+                expires_at=e.expires_at, authorization_expires_at=e.authorization_expires_at,
+                connected_at=rec.time, renewed_at=None, problem=None, version=v)
+        case ev.ProviderTokenRenewed():
+            return dataclasses.replace(
+                prior, status="connected", token_sealed=e.token_sealed,
+                secret_sealed=e.secret_sealed, session_handle_sealed=e.session_handle_sealed,
+                expires_at=e.expires_at, authorization_expires_at=e.authorization_expires_at,
+                renewed_at=rec.time, problem=None, version=v)
+        case ev.ProviderTokenRejected():
+            return dataclasses.replace(prior, **_NO_TOKEN, status="needs_reconnect",
+                                       problem=e.problem, version=v)
+        case ev.ProviderTokenDropped():
+            return dataclasses.replace(prior, **_NO_TOKEN, **_NO_PENDING, status="dropped",
+                                       problem=None, version=v)
+    raise ValueError(f"no connection fold for {rec.type}")  # pragma: no cover
+
+
+_CONNECTION_EVENTS = (ev.ProviderTokenRequested, ev.ProviderTokenRequestEnded,
+                      ev.ProviderTokenObtained, ev.ProviderTokenRenewed,
+                      ev.ProviderTokenRejected, ev.ProviderTokenDropped)
 
 
 def _prior(state: State | None, rec: RecordedEvent, cls: type[_Updated]) -> _Updated:
@@ -207,6 +307,8 @@ def fold(state: State | None, rec: RecordedEvent) -> State:
     transition = BY_EVENT.get(type(e))
     if transition is not None:
         return fold_token(transition, state, e, rec)
+    if isinstance(e, _CONNECTION_EVENTS):
+        return fold_connection(state, e, rec)
     match e:
         case ev.ConsumerRegistered():
             fields = {f.name: getattr(e, f.name) for f in dataclasses.fields(e)}
@@ -239,13 +341,19 @@ def fold(state: State | None, rec: RecordedEvent) -> State:
         case ev.ServiceProviderAdded():
             fields = {f.name: getattr(e, f.name) for f in dataclasses.fields(e)}
             return ProviderState(**fields, version=v)
+        case ev.ServiceProviderUpdated():
+            allowed = {f.name for f in dataclasses.fields(ProviderState)} - {
+                "name", "removed", "version"}
+            provider_changes = {k: x for k, x in e.changes.items() if k in allowed}
+            return dataclasses.replace(_prior(state, rec, ProviderState), **provider_changes,
+                                       version=v)
         case ev.ServiceProviderRemoved():
             return dataclasses.replace(_prior(state, rec, ProviderState), removed=True,
                                        version=v)
         case ev.ResourceServerCredentialCreated():
             return ResourceServerState(
                 server_id=e.server_id, secret_sealed=e.secret_sealed,
-                description=e.description, version=v,
+                description=e.description, act_for_users=e.act_for_users, version=v,
             )
         case ev.ResourceServerCredentialRemoved():
             return dataclasses.replace(_prior(state, rec, ResourceServerState), removed=True,

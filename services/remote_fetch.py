@@ -1,4 +1,6 @@
-"""Fetching another application's consumer info, safely (adding a consumer by URL).
+"""Requests to other applications, safely: fetching another application's consumer info
+(adding a consumer by URL) and, with the same vetting, the signed requests this
+installation sends to service providers as their consumer (:func:`send`).
 
 An administrator names the other application's base URL and the server fetches
 ``<base path>/plugins/servlet/oauth/consumer-info`` from it. That makes the server an HTTP
@@ -544,3 +546,118 @@ def policy(settings: Settings, environ: Mapping[str, Any] | None = None,
     return FetchPolicy(allow_private=settings.fetch_allow_private,
                        own_origins=frozenset(origins), own_sockets=frozenset(sockets),
                        **overrides)
+
+
+# -- requests to a service provider ----------------------------------------------------------
+
+# A user's call through a service provider (services/connections.py) waits for the
+# provider; the answer is relayed, so it is capped like the consumer info, only larger.
+SEND_TIMEOUT = 15.0
+SEND_MAX_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What a service provider answered: status, headers (lower-case names; a repeated
+    header's values joined with ", "), body."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+class Unreachable(Exception):
+    """A request to a service provider got no usable answer: ``reason`` is for the user
+    (generic, like the consumer-info refusals), the detail goes to the log."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.detail = detail
+
+
+def request_target(url: str) -> Target:
+    """Parse an absolute http(s) URL for :func:`send`: the path and query are kept as
+    given; user names, passwords and odd IPv4 spellings are refused (Unreachable)."""
+    if not url or len(url) > 8000 or _UNSAFE_CHARS.search(url):
+        raise Unreachable(NOT_ALLOWED, f"unusable URL {url[:200]!r}")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise Unreachable(NOT_ALLOWED, f"unparsable URL {url[:200]!r}") from None
+    if parts.scheme not in _DEFAULT_PORTS or not parts.hostname or "@" in parts.netloc \
+            or port == 0:
+        raise Unreachable(NOT_ALLOWED, f"not an absolute http(s) URL: {url[:200]!r}")
+    try:
+        host, ip = _host(parts.hostname)
+    except _Refused as exc:
+        raise Unreachable(exc.reason, exc.detail) from None
+    except ValidationError:
+        raise Unreachable(NOT_ALLOWED, f"bad host in {url[:200]!r}") from None
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return Target(scheme=parts.scheme, host=host, ip=ip,
+                  port=port or _DEFAULT_PORTS[parts.scheme], path=path)
+
+
+def send(method: str, url: str, headers: Mapping[str, str], body: bytes,
+         policy: FetchPolicy) -> Answer:
+    """Send one request to a service provider under ``policy`` — the same vetting as the
+    consumer-info fetch (allowed addresses only, resolved once and pinned, never this
+    server, one deadline, a size cap on the answer) — and return its answer. Redirects
+    are returned, not followed: a signed request is valid for its own URL only (RFC 5849
+    §3.4.1). Raises :class:`Unreachable`."""
+    target = request_target(url)
+    deadline = time.monotonic() + policy.timeout
+    try:
+        addresses = _vet(target, policy)
+    except _Refused as exc:
+        log.info("service provider request to %s refused: %s", target.host_header, exc.detail)
+        raise Unreachable(exc.reason, exc.detail) from None
+    watched: list[_PinnedConnection] = []
+
+    def expire() -> None:
+        for conn in watched:
+            conn.abort()
+
+    watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), expire)
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        try:
+            conn = _connect(target, addresses, policy, deadline, watched)
+        except _Refused as exc:
+            log.info("service provider %s unreachable: %s", target.host_header, exc.detail)
+            raise Unreachable("the service provider could not be reached",
+                              exc.detail) from None
+        try:
+            out_headers = {"Host": target.host_header, "User-Agent": "oauthledger",
+                           "Connection": "close", **dict(headers)}
+            conn.request(method, target.path, body=body or None, headers=out_headers)
+            resp = conn.getresponse()
+            collected: dict[str, list[str]] = {}
+            for name, value in resp.getheaders():
+                collected.setdefault(name.lower(), []).append(value)
+            data = bytearray()
+            while len(data) <= policy.max_bytes:
+                chunk = resp.read1(min(65536, policy.max_bytes + 1 - len(data)))
+                if not chunk:
+                    break
+                data += chunk
+            if len(data) > policy.max_bytes:
+                raise Unreachable(f"the service provider's answer is larger than "
+                                  f"{policy.max_bytes} bytes")
+            if conn.aborted:
+                raise Unreachable("the service provider did not answer in time")
+            return Answer(resp.status, {n: ", ".join(v) for n, v in collected.items()},
+                          bytes(data))
+        except (OSError, http.client.HTTPException, ValueError) as exc:
+            if conn.aborted:
+                raise Unreachable("the service provider did not answer in time") from None
+            log.info("service provider %s: %r", target.host_header, exc)
+            raise Unreachable("the service provider could not be reached",
+                              repr(exc)) from None
+        finally:
+            conn.close()
+    finally:
+        watchdog.cancel()
