@@ -144,8 +144,8 @@ def cli(ctx: click.Context) -> None:
 
 
 # Every command group, one module each under services/cli/. A new group is added here.
-COMMAND_MODULES = ("serve", "users", "consumers", "resource_servers", "db", "events", "keys",
-                   "projection", "audit", "workers")
+COMMAND_MODULES = ("serve", "users", "consumers", "providers", "resource_servers", "db",
+                   "events", "keys", "projection", "audit", "workers")
 
 
 def _register() -> None:

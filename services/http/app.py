@@ -12,11 +12,13 @@ import falcon
 
 from oauthledger.events.settings import load_settings
 from oauthledger.services.deps import Deps, build_deps
-from oauthledger.services.http import dance, health, login, openapi, rest
+from oauthledger.services.http import applinks, dance, health, login, openapi, rest
+from oauthledger.services.http.api import connections as api_connections
 from oauthledger.services.http.api import consumer_info, service_providers, tokens
 from oauthledger.services.http.api import consumers as api_consumers
 from oauthledger.services.http.context import RequestContext
 from oauthledger.services.http.errors import install_error_handlers
+from oauthledger.services.http.pages import connections as connection_pages
 from oauthledger.services.http.pages import consumer_info as consumer_info_pages
 from oauthledger.services.http.pages import consumers as consumer_pages
 from oauthledger.services.http.pages import service_providers as service_provider_pages
@@ -36,9 +38,9 @@ def create_app(deps: Deps) -> falcon.App:
     app.req_options.strip_url_path_trailing_slash = True
     install_error_handlers(app, deps)
     # One module per noun; each mounts its own routes.
-    for module in (login, health, dance, rest, openapi, api_consumers, consumer_info,
-                   service_providers, tokens, consumer_pages, consumer_info_pages,
-                   service_provider_pages, token_pages):
+    for module in (login, health, dance, rest, applinks, openapi, api_consumers,
+                   consumer_info, service_providers, api_connections, tokens, consumer_pages,
+                   consumer_info_pages, service_provider_pages, connection_pages, token_pages):
         module.add_routes(app, deps)
     app.add_static_route("/static", str(STATIC))
     return app
