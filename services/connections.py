@@ -39,7 +39,7 @@ from oauthledger.services import provider_client as pc
 from oauthledger.services.errors import Conflict, NotFound, ValidationError
 from oauthledger.services.ledger import Change, Ledger
 from oauthledger.services.providers import drop_change, list_providers, load_provider
-from oauthledger.services.remote_fetch import Answer, FetchPolicy, Unreachable
+from oauthledger.services.remote_fetch import SEND_MAX_BYTES, Answer, FetchPolicy, Unreachable
 
 log = logging.getLogger(__name__)
 
@@ -493,6 +493,8 @@ def call(ledger: Ledger, sealer: Sealer, provider_name: str, user: str, method: 
                                  load_connection(ledger, user, provider.name)[0])
         state, renewed = got, True
     signer = signer_for(ledger, sealer, provider)
+    # The answer is relayed, so it may be larger than a token response.
+    policy = dataclasses.replace(policy, max_bytes=max(policy.max_bytes, SEND_MAX_BYTES))
     for attempt in (1, 2):
         assert state.token_sealed and state.secret_sealed
         try:

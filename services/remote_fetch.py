@@ -550,9 +550,8 @@ def policy(settings: Settings, environ: Mapping[str, Any] | None = None,
 
 # -- requests to a service provider ----------------------------------------------------------
 
-# A user's call through a service provider (services/connections.py) waits for the
-# provider; the answer is relayed, so it is capped like the consumer info, only larger.
-SEND_TIMEOUT = 15.0
+# A call through a service provider (services/connections.py) relays the provider's
+# answer: capped like the consumer info, only larger.
 SEND_MAX_BYTES = 1024 * 1024
 
 
