@@ -145,7 +145,7 @@ def cli(ctx: click.Context) -> None:
 
 # Every command group, one module each under services/cli/. A new group is added here.
 COMMAND_MODULES = ("serve", "users", "consumers", "providers", "resource_servers", "db",
-                   "events", "keys", "projection", "audit", "workers")
+                   "events", "keys", "projection", "audit", "workers", "doctor", "debug")
 
 
 def _register() -> None:

@@ -14,6 +14,7 @@ from oauthledger.events.settings import load_settings
 from oauthledger.services.deps import Deps, build_deps
 from oauthledger.services.http import applinks, dance, health, login, openapi, rest
 from oauthledger.services.http.api import connections as api_connections
+from oauthledger.services.http.api import debug as api_debug
 from oauthledger.services.http.api import consumer_info, service_providers, tokens
 from oauthledger.services.http.api import consumers as api_consumers
 from oauthledger.services.http.context import RequestContext
@@ -21,6 +22,7 @@ from oauthledger.services.http.errors import install_error_handlers
 from oauthledger.services.http.pages import connections as connection_pages
 from oauthledger.services.http.pages import consumer_info as consumer_info_pages
 from oauthledger.services.http.pages import consumers as consumer_pages
+from oauthledger.services.http.pages import debug as debug_pages
 from oauthledger.services.http.pages import service_providers as service_provider_pages
 from oauthledger.services.http.pages import tokens as token_pages
 from oauthledger.services.http.protect import OAuthProtection
@@ -39,8 +41,9 @@ def create_app(deps: Deps) -> falcon.App:
     install_error_handlers(app, deps)
     # One module per noun; each mounts its own routes.
     for module in (login, health, dance, rest, applinks, openapi, api_consumers,
-                   consumer_info, service_providers, api_connections, tokens, consumer_pages,
-                   consumer_info_pages, service_provider_pages, connection_pages, token_pages):
+                   consumer_info, service_providers, api_connections, api_debug, tokens,
+                   consumer_pages, consumer_info_pages, service_provider_pages,
+                   connection_pages, debug_pages, token_pages):
         module.add_routes(app, deps)
     app.add_static_route("/static", str(STATIC))
     return app
