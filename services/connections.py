@@ -245,6 +245,14 @@ def finish_connect(ledger: Ledger, sealer: Sealer, provider_name: str, user: str
                                      "any more.")
     state, version = load_connection(ledger, user, provider.name)
     token = params.get("oauth_token", "")
+    denied = bool(params.get("oauth_problem") or params.get("error")
+                  or params.get("denied") or params.get("oauth_verifier") == "denied")
+    if not token and denied and state is not None and state.pending_token and (
+            state.pending_session_hash == session_hash(session_id)):
+        # Some providers send a denial back without the request token (OAuth 2-style
+        # ``error=access_denied``, as Authlib does; Twitter's ``denied=<token>``): it can
+        # only end this session's own pending request, so take it as that.
+        token = params.get("denied") or state.pending_token
     if (state is None or not state.pending_token or not token
             or state.pending_token != token
             or state.pending_session_hash != session_hash(session_id)):
@@ -256,8 +264,7 @@ def finish_connect(ledger: Ledger, sealer: Sealer, provider_name: str, user: str
         return ConnectOutcome(False, f"The connection to {provider.name} took too long and "
                                      "expired. Press Connect to start again.")
     verifier = params.get("oauth_verifier", "")
-    denied = params.get("oauth_problem") or verifier in ("", "denied")
-    if denied:
+    if denied or not verifier:
         _end_pending(ledger, state, version, "denied", meta)
         return ConnectOutcome(False, f"Access was not granted at {provider.name}, so nothing "
                                      "was stored. Press Connect if you want to try again.")

@@ -11,6 +11,7 @@ client does not know).
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -40,6 +41,12 @@ class Signer:
     def method(self) -> str:
         """The signature method these credentials sign with."""
         return oauth1.SIGNATURE_HMAC_SHA1 if self.secret is not None else oauth1.SIGNATURE_RSA
+
+
+# OAuth 2-style JSON error codes some OAuth 1.0a providers answer with, as the Problem
+# Reporting extension names them.
+_JSON_ERRORS = {"invalid_token": "token_rejected", "expired_token": "token_expired",
+                "access_denied": "permission_denied"}
 
 
 class ProviderRefused(Exception):
@@ -124,6 +131,16 @@ def _problem(answer: Answer) -> ProviderRefused:
         marker = 'oauth_problem="'
         if marker in challenge:
             problem = challenge.split(marker, 1)[1].split('"', 1)[0]
+    if not problem and "json" in answer.headers.get("content-type", ""):
+        # Providers built on OAuth 2-era libraries (Authlib) answer a JSON error instead
+        # of OAuth Problem Reporting: {"error": "invalid_token"} means the token is not
+        # (or no longer) known, which Problem Reporting calls token_rejected.
+        try:
+            error = json.loads(answer.body).get("error", "")
+        except (ValueError, AttributeError):
+            error = ""
+        if isinstance(error, str) and error:
+            problem = _JSON_ERRORS.get(error, error)[:100]
     return ProviderRefused(answer.status, problem or f"http_{answer.status}", advice[:500])
 
 

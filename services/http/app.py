@@ -14,9 +14,9 @@ from oauthledger.events.settings import load_settings
 from oauthledger.services.deps import Deps, build_deps
 from oauthledger.services.http import applinks, dance, health, login, openapi, rest
 from oauthledger.services.http.api import connections as api_connections
-from oauthledger.services.http.api import debug as api_debug
 from oauthledger.services.http.api import consumer_info, service_providers, tokens
 from oauthledger.services.http.api import consumers as api_consumers
+from oauthledger.services.http.api import debug as api_debug
 from oauthledger.services.http.context import RequestContext
 from oauthledger.services.http.errors import install_error_handlers
 from oauthledger.services.http.pages import connections as connection_pages
