@@ -75,7 +75,9 @@ def encode(state: Any) -> bytes:
     id_field = _KINDS[kind][1]
     out: dict[str, Any] = {}
     for f in dataclasses.fields(state):
-        if f.name in (id_field, "version"):
+        # The identifier is in the key — except the installation's, whose key is the
+        # fixed stream name and whose consumer key is a field of its own.
+        if f.name == "version" or (f.name == id_field and kind != k.INSTALLATION):
             continue
         value = getattr(state, f.name)
         if f.default is not dataclasses.MISSING and value == f.default:
@@ -100,6 +102,8 @@ def decode_value(kind: str, ident: str, raw: str | bytes | None) -> Any:
             data[name] = tuple(value)
     if kind != k.INSTALLATION:
         data[id_field] = ident
+    elif id_field not in data:
+        return None  # written before the key was kept: unknown here, the store has it
     return cls(**data, version=int(version))
 
 

@@ -156,3 +156,31 @@ def test_callers_cannot_set_the_signature_or_framing_headers() -> None:
 def test_callback_url_encodes_the_provider_name() -> None:
     assert conn.callback_url("https://a.example/", "B and/C") == (
         "https://a.example/plugins/servlet/oauth/service-providers/B%20and%2FC/callback")
+
+
+def test_every_entity_kind_round_trips_through_its_redis_encoding() -> None:
+    """encode/decode_value give back the state, the installation included (its key is
+    a field of its own, not the Redis key), and the consumer side's new fields."""
+    from oauthledger.events.readmodel import decode_value, encode, entity_of
+    from oauthledger.events.state import InstallationState, ResourceServerState
+
+    states = [
+        InstallationState(key="oauthledger:123456789", name="A", description="",
+                          public_key="PEM", private_key_sealed="s.pk", version=3),
+        _provider(),
+        ResourceServerState(server_id="rs", secret_sealed="s.x", description="",
+                            act_for_users=True, version=1),
+    ]
+    for state in states:
+        kind, ident = entity_of(state)
+        raw = f"{state.version}|".encode() + encode(state)
+        assert decode_value(kind, ident, raw) == state
+
+
+def test_an_installation_stored_without_its_key_reads_as_absent() -> None:
+    from oauthledger.events import keys as k
+    from oauthledger.events.readmodel import decode_value
+
+    assert decode_value(k.INSTALLATION, "installation",
+                        b'3|{"name":"A","description":"","public_key":"P",'
+                        b'"private_key_sealed":"s"}') is None
