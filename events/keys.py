@@ -22,6 +22,8 @@ nonces, sessions and login throttles are not projections of the log and sit outs
     <ns>:rexpiry                         -> sorted set: pending request token -> expires_at
     <prefix>:n:<consumer>\\x1f<token>\\x1f<timestamp>\\x1f<nonce> -> "1" (EX timestamp window)
     <prefix>:nonce-epoch                 -> second the nonce memory started (SET NX; no expiry)
+    <prefix>:sweep-last                  -> when a worker's expiry sweep last finished (seconds
+                                            since 1970; read by `oauthledger doctor`)
     <prefix>:s:<session id>              -> web session JSON (EX idle timeout)
     <prefix>:lf:<account or address>     -> failed login count (EX throttle window)
     <prefix>:ll:<account or address>     -> present while logins must wait (EX delay)
@@ -138,6 +140,14 @@ class KeyLayout:
         flushed or restarted Redis without persistence) takes it along, and the next
         start sets it again (docs/oauth.md, "Replays across restarts")."""
         return f"{self.prefix}:nonce-epoch"
+
+    @property
+    def last_sweep(self) -> str:
+        """When the expiry sweep of a Celery worker last finished (seconds since 1970, as
+        text). Beat sends the sweep, so its age tells whether beat is alive
+        (docs/operations.md, "oauthledger doctor"). Outside the namespaces: a rebuild
+        does not reset it."""
+        return f"{self.prefix}:sweep-last"
 
     def session(self, session_id: str) -> str:
         """A web session."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from typing import Any
 
 from oauthledger.events.connections import open_redis, open_store
@@ -78,7 +79,13 @@ def sweep() -> dict[str, Any]:
     """Beat: append Expired events for tokens past due (docs/design.md, "Nothing
     scheduled days ahead")."""
     store, read_model = _deps()
-    return sweep_expired(store, read_model).as_dict()
+    result = sweep_expired(store, read_model).as_dict()
+    # Only beat sends this task, so when it last finished tells whether beat (and a
+    # worker to run its sweeps) is alive: `oauthledger doctor` reads it
+    # (docs/operations.md, "oauthledger doctor"). Recorded after the sweep, so a sweep
+    # that keeps failing shows as a stale time.
+    read_model.redis.set(read_model.keys.last_sweep, f"{time.time():.3f}")
+    return result
 
 
 @app.task(name=TASK_REBUILD)
