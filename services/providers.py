@@ -81,6 +81,10 @@ def validate_provider(data: ProviderInput) -> dict[str, Any]:
     name = data.name.strip()
     if not name or len(name) > MAX_NAME or not _printable(name):
         errors["name"] = f"is required: 1-{MAX_NAME} printable characters"
+    elif "/" in name:
+        # The name is a path segment of the connect and callback URLs, and routers
+        # decode %2F before they match a route.
+        errors["name"] = "must not contain /"
     out["name"] = name
     if len(data.description) > MAX_DESCRIPTION:
         errors["description"] = f"must be at most {MAX_DESCRIPTION} characters"

@@ -565,6 +565,9 @@ class Answer:
     body: bytes
 
 
+UNREACHABLE = "the service provider could not be reached"
+
+
 class Unreachable(Exception):
     """A request to a service provider got no usable answer: ``reason`` is for the user
     (generic, like the consumer-info refusals), the detail goes to the log."""
@@ -612,7 +615,9 @@ def send(method: str, url: str, headers: Mapping[str, str], body: bytes,
         addresses = _vet(target, policy)
     except _Refused as exc:
         log.info("service provider request to %s refused: %s", target.host_header, exc.detail)
-        raise Unreachable(exc.reason, exc.detail) from None
+        # The fetch's generic reasons speak of consumer info; here it is the provider.
+        reason = exc.reason if exc.reason != NO_INFO else UNREACHABLE
+        raise Unreachable(reason, exc.detail) from None
     watched: list[_PinnedConnection] = []
 
     def expire() -> None:
@@ -627,8 +632,7 @@ def send(method: str, url: str, headers: Mapping[str, str], body: bytes,
             conn = _connect(target, addresses, policy, deadline, watched)
         except _Refused as exc:
             log.info("service provider %s unreachable: %s", target.host_header, exc.detail)
-            raise Unreachable("the service provider could not be reached",
-                              exc.detail) from None
+            raise Unreachable(UNREACHABLE, exc.detail) from None
         try:
             out_headers = {"Host": target.host_header, "User-Agent": "oauthledger",
                            "Connection": "close", **dict(headers)}
@@ -654,8 +658,7 @@ def send(method: str, url: str, headers: Mapping[str, str], body: bytes,
             if conn.aborted:
                 raise Unreachable("the service provider did not answer in time") from None
             log.info("service provider %s: %r", target.host_header, exc)
-            raise Unreachable("the service provider could not be reached",
-                              repr(exc)) from None
+            raise Unreachable(UNREACHABLE, repr(exc)) from None
         finally:
             conn.close()
     finally:

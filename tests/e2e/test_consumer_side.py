@@ -338,19 +338,10 @@ def test_connect_then_call_as_the_user(stack: s.Stack, installation: Installatio
         assert status_of(rows[provider.name], deps.ledger.clock()) == "connected"
 
 
-# Authlib's AuthorizationServer answers a denial with a redirect to the callback carrying
-# error=access_denied and error_description, and neither oauth_token nor oauth_verifier.
-# oauthledger's callback only reads oauth_token, oauth_verifier and oauth_problem and
-# matches the return by oauth_token, so it shows "This return ... does not match a
-# connection started from this browser session" instead of the denial, and the request
-# stays pending until it expires. Strict: once the callback understands this denial, the
-# marker must go.
-AUTHLIB_DENY = pytest.param("authlib", marks=pytest.mark.xfail(
-    strict=True, reason="the callback does not recognise Authlib's denial "
-                        "(error=access_denied without oauth_token)"))
-
-
-@pytest.mark.parametrize("kind", ["oauthlib", AUTHLIB_DENY])
+# Each provider denies its own way: the oauthlib provider redirects with oauth_token and
+# oauth_problem=permission_denied; Authlib's AuthorizationServer with error=access_denied
+# and neither oauth_token nor oauth_verifier. Both must end on the same sentence.
+@pytest.mark.parametrize("kind", ["oauthlib", "authlib"])
 def test_deny_at_the_provider(stack: s.Stack, installation: Installation, kind: str) -> None:
     """Denying at the provider brings the person back to the page with the sentence that
     nothing was granted, and nothing is connected."""
