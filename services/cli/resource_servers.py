@@ -1,4 +1,5 @@
-"""``oauthledger resource-server add|remove``: credentials for the verify API."""
+"""``oauthledger resource-server add|remove``: credentials for the verify API (and, with
+``--act-for-users``, the consumer side's call API on behalf of a named user)."""
 
 from __future__ import annotations
 
@@ -21,16 +22,21 @@ def resource_server() -> None:
 @resource_server.command("add")
 @click.argument("server_id")
 @click.option("--description", default="")
+@click.option("--act-for-users", is_flag=True,
+              help="may also call service providers on behalf of any user it names "
+                   "(POST /rest/oauthledger/1/service-providers/NAME/call)")
 @pass_cli
 @fail_on_service_errors
-def resource_server_add(ctx: CliContext, server_id: str, description: str) -> None:
+def resource_server_add(ctx: CliContext, server_id: str, description: str,
+                        act_for_users: bool) -> None:
     """Create a credential; its secret is printed once."""
     from oauthledger.services.resource_servers import create_resource_server
 
     deps = app_deps(ctx)
     secret = create_resource_server(deps.ledger, deps.sealer, server_id, description,
-                                    cli_meta("rs-add"))
-    click.echo(f"resource server {server_id} added")
+                                    cli_meta("rs-add"), act_for_users=act_for_users)
+    click.echo(f"resource server {server_id} added"
+               + (" (may act for users through the call API)" if act_for_users else ""))
     click.echo(f"secret (shown once): {secret}")
 
 

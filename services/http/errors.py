@@ -12,6 +12,7 @@ import redis
 
 from oauthledger.events.errors import ConcurrencyConflict, SealingError, StoreUnavailable
 from oauthledger.events.store import UnstorableText
+from oauthledger.services.connections import ProviderUnavailable
 from oauthledger.services.deps import Deps
 from oauthledger.services.errors import Conflict, NotFound, ValidationError
 from oauthledger.services.oauth.problems import OAuthProblem
@@ -56,6 +57,11 @@ def install_error_handlers(app: falcon.App, deps: Deps) -> None:
     def on_conflict(req, resp, ex: Exception, params) -> None:  # type: ignore[no-untyped-def]
         problem_json(resp, 409, "Conflict", str(ex) if isinstance(ex, Conflict) else
                      "the entity changed while this request was processed; retry")
+
+    def on_provider(req, resp, ex: ProviderUnavailable, params) -> None:  # type: ignore[no-untyped-def]
+        # RFC 9110 §15.6.3: the upstream (the service provider) gave no usable answer.
+        # Nothing was stored; the sentence names the provider and says what to do.
+        problem_json(resp, 502, "Service provider unavailable", str(ex))
 
     def on_store(req, resp, ex: StoreUnavailable, params) -> None:  # type: ignore[no-untyped-def]
         log.error("event store unavailable: %s", ex)
@@ -105,6 +111,7 @@ def install_error_handlers(app: falcon.App, deps: Deps) -> None:
     app.add_error_handler(ValidationError, on_validation)
     app.add_error_handler(NotFound, on_not_found)
     app.add_error_handler(Conflict, on_conflict)
+    app.add_error_handler(ProviderUnavailable, on_provider)
     app.add_error_handler(ConcurrencyConflict, on_conflict)
     app.add_error_handler(StoreUnavailable, on_store)
     app.add_error_handler(redis.RedisError, on_redis)

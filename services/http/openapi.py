@@ -168,7 +168,13 @@ SCHEMAS: dict[str, Any] = {
                                            "enum": ["HMAC-SHA1", "RSA-SHA1"]},
                        "hasSharedSecret": _BOOL, "useRsaKey": _BOOL,
                        "requestTokenUrl": _STR, "authorizeUrl": _STR,
-                       "accessTokenUrl": _STR, "version": {"type": "integer"}},
+                       "accessTokenUrl": _STR,
+                       "baseUrl": {**_NSTR, "description": "set when added by base URL: "
+                                   "calls may go under it"},
+                       "consumerInfoUrl": {**_STR, "description": "only in the answer of "
+                                           "an add by base URL: the URL the other "
+                                           "application registers this installation by"},
+                       "version": {"type": "integer"}},
     },
     "ServiceProviderCreate": {
         "type": "object", "additionalProperties": False,
@@ -181,6 +187,67 @@ SCHEMAS: dict[str, Any] = {
                        "useRsaKey": {**_BOOL, "description":
                                      "sign with this installation's RSA key"},
                        "requestTokenUrl": _STR, "authorizeUrl": _STR, "accessTokenUrl": _STR},
+    },
+    "ServiceProviderByBaseUrl": {
+        "type": "object", "additionalProperties": False, "required": ["baseUrl"],
+        "description": "another application (oauthledger, Atlassian) by its base URL: its "
+                       "endpoints at the Atlassian paths under it, signed RSA-SHA1 with "
+                       "this installation's key, the consumer-info key as consumer key. "
+                       "An empty name or description is taken from the application's "
+                       "manifest when it publishes one.",
+        "properties": {"name": {**_STR, "maxLength": 100}, "baseUrl": _STR,
+                       "description": _STR},
+    },
+    "ServiceProviderUpdate": {
+        "type": "object", "additionalProperties": False,
+        "description": "only the fields to change; the users' connections stay",
+        "properties": {"name": {**_STR, "description": "may be sent, but cannot change"},
+                       "description": _STR, "consumerKey": _STR,
+                       "sharedSecret": {**_NSTR, "writeOnly": True, "description":
+                                        "a new shared secret (switches to HMAC-SHA1 unless "
+                                        "useRsaKey is sent); null or absent keeps it"},
+                       "useRsaKey": _BOOL, "requestTokenUrl": _STR, "authorizeUrl": _STR,
+                       "accessTokenUrl": _STR,
+                       "baseUrl": {**_NSTR, "description": "null or empty clears it"}},
+    },
+    "Connection": {
+        "type": "object", "description": "a user's connection to a service provider "
+                                         "(never its token or secret)",
+        "properties": {"provider": _STR, "user": _NSTR,
+                       "status": {"type": "string",
+                                  "enum": ["not_connected", "connected", "needs_reconnect"]},
+                       "connectedAt": {"type": "integer", "nullable": True},
+                       "renewedAt": {"type": "integer", "nullable": True},
+                       "expiresAt": {"type": "integer", "nullable": True},
+                       "renewable": _BOOL,
+                       "problem": {**_NSTR, "description": "the provider's oauth_problem "
+                                   "when the connection needs reconnecting"}},
+    },
+    "ProviderCall": {
+        "type": "object", "additionalProperties": False, "required": ["url"],
+        "properties": {
+            "method": {"type": "string", "default": "GET",
+                       "enum": ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]},
+            "url": {**_STR, "description": "a path under the provider's base URL "
+                    "(/rest/api/2/myself) or an absolute URL at its origin"},
+            "headers": {"type": "object", "additionalProperties": _STR,
+                        "description": "Authorization, Host, Cookie and hop-by-hop "
+                                       "headers are dropped: oauthledger signs the request"},
+            "body": {**_STR, "description": "sent as UTF-8, at most 262144 bytes"},
+            "user": {**_STR, "description": "the user to act for: required for a resource "
+                     "server; a user may name only themselves"}},
+    },
+    "ProviderAnswer": {
+        "type": "object", "description": "the provider's answer, relayed: its status is "
+                                         "in the body, never this response's status",
+        "properties": {"status": {"type": "integer"},
+                       "headers": {"type": "object", "additionalProperties": _STR},
+                       "body": {**_STR, "description": "the answer as text (UTF-8, "
+                                "undecodable bytes replaced)"},
+                       "connection": {"type": "string",
+                                      "enum": ["connected", "needs_reconnect"]},
+                       "renewed": {**_BOOL, "description": "the token was renewed with its "
+                                   "session handle on the way"}},
     },
     "AccessToken": {
         "type": "object",
@@ -214,6 +281,22 @@ def _paths() -> dict[str, Any]:
             admin=False, security=[{"resourceServer": []}],
             body={"type": "object", "properties": {
                 "method": _STR, "url": _STR, "headers": {"type": "object"}, "body": _STR}})},
+        "/debug/signature": {
+            # The signature debugger's route (services/http/api/debug.py).
+            "post": _op("Explain why a signed request verifies or not: the debugger's "
+                        "report (never a secret, nor a signature computed with one)",
+                        {"200": _ok("the report, whatever its verdict", {"type": "object"}),
+                         "422": _INVALID},
+                        body={"type": "object", "additionalProperties": False,
+                              "required": ["method", "url"],
+                              "properties": {"method": _STR, "url": _STR,
+                                             "headers": {"type": "object",
+                                                         "additionalProperties": _STR},
+                                             "body": _STR,
+                                             "remoteAddr": {**_STR, "description":
+                                                            "the address the request came "
+                                                            "from"}}}),
+        },
         "/consumers": {
             "get": _op("List consumers", {"200": _ok("consumers",
                                                      _list_of("consumers", "Consumer"))}),
@@ -282,17 +365,67 @@ def _paths() -> dict[str, Any]:
             "get": _op("List service providers",
                        {"200": _ok("providers", _list_of("serviceProviders",
                                                          "ServiceProvider"))}),
-            "post": _op("Add a service provider",
+            "post": _op("Add a service provider, by hand or by its base URL",
                         {"201": _ok("added", _ref("ServiceProvider")),
                          "409": _problem("the name is in use"), "422": _INVALID},
-                        body=_ref("ServiceProviderCreate")),
+                        body={"oneOf": [_ref("ServiceProviderCreate"),
+                                        _ref("ServiceProviderByBaseUrl")]}),
         },
         "/service-providers/{name}": {
             "get": _op("One service provider", {"200": _ok("provider",
                                                           _ref("ServiceProvider")),
                                                "404": _NOT_FOUND}, params=[name]),
-            "delete": _op("Remove a service provider",
-                          {"200": _ok("removed"), "404": _NOT_FOUND}, params=[name]),
+            "patch": _op("Change a service provider (never its name); the users' "
+                         "connections stay",
+                         {"200": _ok("the provider", _ref("ServiceProvider")),
+                          "404": _NOT_FOUND, "409": _problem("changed concurrently; retry"),
+                          "422": _INVALID},
+                         body=_ref("ServiceProviderUpdate"), params=[name]),
+            "delete": _op("Remove a service provider and drop every user's connection to "
+                          "it in the same commit",
+                          {"200": _ok("removed", {"type": "object", "properties": {
+                              "removed": _STR, "connectionsDropped": {"type": "integer"}}}),
+                           "404": _NOT_FOUND}, params=[name]),
+        },
+        "/service-providers/{name}/connections": {
+            "get": _op("Every user's connection to a service provider",
+                       {"200": _ok("connections", _list_of("connections", "Connection")),
+                        "404": _NOT_FOUND}, params=[name]),
+        },
+        "/service-providers/{name}/connections/{user}": {
+            "delete": _op("Drop a user's connection (the stored token is forgotten; the "
+                          "provider is not told)",
+                          {"200": _ok("dropped", {"type": "object", "properties": {
+                              "provider": _STR, "user": _STR, "dropped": _BOOL}}),
+                           "404": _problem("no such provider, or the user has no "
+                                           "connection to it")},
+                          params=[name, _path_param("user", "the user's name")]),
+        },
+        "/service-providers/{name}/call": {
+            "post": {**_op(
+                "Call the service provider on a user's behalf",
+                {"200": _ok("the provider's answer, whatever its status",
+                            _ref("ProviderAnswer")),
+                 "401": _problem("not signed in / wrong credentials"),
+                 "404": _problem("no such provider or user"),
+                 "409": _problem("the user is not connected, or the connection needs "
+                                 "reconnecting: the user must press Connect on "
+                                 "/plugins/servlet/oauth/users/connections"),
+                 "413": _problem("the request is over 1 MiB"),
+                 "422": _problem("bad method, URL (not at the provider), header or body "
+                                 "(over 262144 bytes); `errors` names each"),
+                 "429": _LOCKED,
+                 "502": _problem("the provider could not be reached or answered nothing "
+                                 "usable; nothing was stored")},
+                admin=False, body=_ref("ProviderCall"), params=[name, _CSRF],
+                security=[{"basic": []}, {"session": []}, {"resourceServer": []}]),
+                "description": "The caller is a signed-in user acting as themselves (the "
+                               "browser session with X-CSRF-Token, or HTTP Basic name and "
+                               "password), or a resource server created with `oauthledger "
+                               "resource-server add --act-for-users` (HTTP Basic id and "
+                               "secret) naming the user in `user`. Answers 403 when a user "
+                               "names another user, when a resource server may not act for "
+                               "users, and for a session call without X-CSRF-Token."},
         },
         "/tokens": {
             "get": _op("Every user's access tokens, newest first",
@@ -313,6 +446,19 @@ def _paths() -> dict[str, Any]:
                        {"200": _ok("tokens", _list_of("tokens", "AccessToken")),
                         "401": _problem("not signed in"), "422": _INVALID},
                        admin=False, params=[_STATUS]),
+        },
+        "/users/me/connections": {
+            "get": _op("The signed-in user's connection to every service provider",
+                       {"200": _ok("connections", _list_of("connections", "Connection")),
+                        "401": _problem("not signed in")}, admin=False),
+        },
+        "/users/me/connections/{name}": {
+            "delete": _op("Disconnect the signed-in user from a service provider (the "
+                          "stored token is forgotten)",
+                          {"200": _ok("the connection after it", _ref("Connection")),
+                           "401": _problem("not signed in"),
+                           "404": _problem("no such provider, or no connection to it")},
+                          admin=False, params=[name]),
         },
         "/users/me/access-tokens/{token}": {
             "delete": _op("Revoke one of the signed-in user's own tokens",
@@ -340,7 +486,8 @@ def openapi_document() -> dict[str, Any]:
         "openapi": "3.0.3",
         "info": {"title": "oauthledger admin API", "version": "1",
                  "description": "Consumers, this installation's consumer info, service "
-                                "providers and access tokens. Errors are "
+                                "providers, the users' connections to them and calls "
+                                "through them, and access tokens. Errors are "
                                 "application/problem+json (RFC 9457)."},
         "servers": [{"url": API}],
         "security": [{"basic": []}, {"session": []}],
@@ -359,7 +506,9 @@ def openapi_document() -> dict[str, Any]:
                                            "session's anti-CSRF token in the X-CSRF-Token "
                                            "header, or it answers 403 and changes nothing"},
                 "resourceServer": {"type": "http", "scheme": "basic",
-                                   "description": "a resource server's id and secret"},
+                                   "description": "a resource server's id and secret; "
+                                                  "for the call API it must have been "
+                                                  "created with --act-for-users"},
             },
         },
     })
