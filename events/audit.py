@@ -7,6 +7,14 @@
   the actor and request id recorded in each event's metadata.
 - :func:`user_grants`: every grant a user made (approved or denied a request token) and
   how it ended.
+- :func:`user_connections`: the consumer side — a user's connections to service
+  providers (started, connected, renewed, rejected, dropped), each step with its time
+  and who did it.
+- :func:`provider_history`: a service provider's own history (added, edited, removed)
+  and every user's connection events with it.
+
+Sealed fields (tokens, token secrets, session handles, shared secrets) are never part of
+an answer, sealed or not.
 """
 
 from __future__ import annotations
@@ -19,12 +27,16 @@ from typing import Any
 
 import orjson
 
+from oauthledger.events.queries import streams_with
 from oauthledger.events.state import (
+    ConnectionState,
     ConsumerState,
     State,
     TokenState,
+    connection_stream,
     fold,
     fold_stream,
+    provider_stream,
     token_stream,
 )
 from oauthledger.events.store import EventStore, RecordedEvent
@@ -396,3 +408,144 @@ def _outcome(state: TokenState | None, records: list[RecordedEvent]
     elif last is not None:
         by = last.meta.get("actor")
     return state.status, iso(last.time) if last else None, by
+
+
+# -- the consumer side: connections to service providers ---------------------------------------
+
+
+@dataclass(frozen=True)
+class ConnectionEntry:
+    """One step in the history of a service provider or of a user's connection to one.
+    ``user`` is None for the provider's own events (added, edited, removed). ``actor``
+    is who made the request that recorded it (the event's metadata); a drop also names
+    in ``details`` whether the user or an administrator asked for it (``by``)."""
+
+    position: int
+    time: str | None
+    provider: str
+    user: str | None
+    type: str
+    action: str
+    actor: str | None
+    request_id: str | None
+    details: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ConnectionHistory:
+    """A user's connection to one service provider: where it stands now (``status``:
+    ``connected``, ``needs_reconnect``, ``dropped``, or ``never connected`` when no
+    connection was completed) and every step that led there."""
+
+    provider: str
+    user: str
+    status: str
+    history: list[ConnectionEntry]
+
+
+_CONNECTION_ACTIONS = {
+    "ServiceProviderAdded": "added",
+    "ServiceProviderUpdated": "edited",
+    "ServiceProviderRemoved": "removed",
+    "ProviderTokenRequested": "connect started",
+    "ProviderTokenRequestEnded": "connect ended",
+    "ProviderTokenObtained": "connected",
+    "ProviderTokenRenewed": "renewed",
+    "ProviderTokenRejected": "rejected",
+    "ProviderTokenDropped": "dropped",
+}
+# Event fields shown per type; sealed values are never among them (docs/design.md,
+# "Sealed secrets"): an audit answer is copied around like the export.
+_CONNECTION_DETAILS = {
+    "ServiceProviderAdded": ("consumer_key", "base_url", "request_token_url",
+                             "authorize_url", "access_token_url"),
+    "ServiceProviderRemoved": (),
+    "ProviderTokenRequested": ("expires_at",),
+    "ProviderTokenRequestEnded": ("reason",),
+    "ProviderTokenObtained": ("expires_at", "authorization_expires_at"),
+    "ProviderTokenRenewed": ("expires_at", "authorization_expires_at"),
+    "ProviderTokenRejected": ("problem",),
+    "ProviderTokenDropped": ("by", "reason"),
+}
+_TIMES = frozenset({"expires_at", "authorization_expires_at"})
+
+
+def _connection_details(rec: RecordedEvent) -> dict[str, Any]:
+    event = rec.event
+    if rec.type == "ServiceProviderUpdated":
+        changes = dict(getattr(event, "changes", {}))
+        details: dict[str, Any] = {}
+        for name in sorted(changes):
+            if name == "secret_sealed":
+                # Only that it changed: a new shared secret, or none (signing with RSA).
+                details["shared_secret"] = "replaced" if changes[name] else "removed"
+            elif not name.endswith("_sealed"):
+                details[name] = changes[name]
+        return details
+    details = {}
+    for name in _CONNECTION_DETAILS.get(rec.type, ()):
+        value = getattr(event, name, None)
+        if name in _TIMES and value is not None:
+            value = iso(value)
+        if value is not None:
+            details[name] = value
+    if rec.type == "ServiceProviderAdded":
+        details["signing"] = "HMAC-SHA1" if getattr(event, "secret_sealed", None) \
+            else "RSA-SHA1"
+    return details
+
+
+def _connection_entry(rec: RecordedEvent, provider: str) -> ConnectionEntry:
+    meta = rec.meta
+    return ConnectionEntry(
+        position=rec.position, time=iso(rec.time), provider=provider,
+        user=getattr(rec.event, "user", None), type=rec.type,
+        action=_CONNECTION_ACTIONS.get(rec.type, rec.type), actor=meta.get("actor"),
+        request_id=meta.get("request_id"), details=_connection_details(rec))
+
+
+def _status(state: State | None) -> str:
+    if not isinstance(state, ConnectionState) or state.connected_at is None:
+        # Only ever started (or ended) without a token: no connection was made.
+        return "never connected"
+    return state.status
+
+
+def user_connections(store: EventStore, user: str) -> list[ConnectionHistory]:
+    """Every connection ``user`` has or had to a service provider, by provider name,
+    each with its history in log order. Every connection stream opens with
+    ProviderTokenRequested, which names the user."""
+    sids = streams_with(store, ["ProviderTokenRequested"], "user", user)
+    out: list[ConnectionHistory] = []
+    for sid, records in store.read_streams(sids).items():
+        if not records:
+            continue
+        first = records[0].event
+        provider = getattr(first, "provider", "")
+        # The substring query is a prefilter; the stream's own name is the truth.
+        if getattr(first, "user", None) != user or sid != connection_stream(user, provider):
+            continue
+        out.append(ConnectionHistory(
+            provider=provider, user=user, status=_status(fold_stream(records)),
+            history=[_connection_entry(r, provider) for r in records]))
+    out.sort(key=lambda c: c.provider)
+    return out
+
+
+def provider_history(store: EventStore, name: str) -> list[ConnectionEntry]:
+    """The history of service provider ``name`` in log order: its own events (added,
+    edited, removed — again if the name was reused) and every user's connection events
+    with it. Raises AuditError when the log never had a provider of that name."""
+    own = store.read_stream(provider_stream(name))
+    if not own:
+        raise AuditError(f"no service provider {name!r} in the event log")
+    sids = streams_with(store, ["ProviderTokenRequested"], "provider", name)
+    records = list(own)
+    for sid, stream in store.read_streams(sids).items():
+        first = stream[0].event if stream else None
+        # The substring query is a prefilter; the stream's own name is the truth.
+        if first is not None and getattr(first, "provider", None) == name \
+                and sid == connection_stream(getattr(first, "user", ""), name):
+            records += stream
+    records.sort(key=lambda r: r.position)
+    return [_connection_entry(r, name) for r in records]

@@ -1,4 +1,5 @@
-"""``oauthledger audit at|token|user``: questions answered from the event log alone."""
+"""``oauthledger audit at|token|user|provider``: questions answered from the event log
+alone."""
 
 from __future__ import annotations
 
@@ -9,9 +10,12 @@ import click
 
 from oauthledger.events.audit import (
     AuditError,
+    ConnectionEntry,
     parse_timestamp,
+    provider_history,
     state_at,
     token_history,
+    user_connections,
     user_grants,
 )
 from oauthledger.services.cli.main import CliContext, CliError, pass_cli
@@ -69,25 +73,66 @@ def token_cmd(cli: CliContext, token: str, fmt: str) -> None:
                    f"request={e.request_id}  {details}".rstrip())
 
 
+def _step(e: ConnectionEntry, show_user: bool) -> str:
+    """One line of a history: time, position, the user it concerns (``show_user``),
+    what happened, who did it, and the details (never a sealed value)."""
+    whom = f"user={e.user}  " if show_user and e.user else ""
+    details = " ".join(f"{k}={v}" for k, v in e.details.items())
+    return (f"{e.time}  #{e.position}  {whom}{e.action}  actor={e.actor}  "
+            f"request={e.request_id}  {details}").rstrip()
+
+
 @audit.command("user")
 @click.argument("name")
 @_FORMAT
 @pass_cli
 def user_cmd(cli: CliContext, name: str, fmt: str) -> None:
-    """Every grant user NAME made and how it ended."""
+    """Every grant user NAME made and how it ended, and NAME's connections to service
+    providers (connected, renewed, rejected, dropped: when, and by whom)."""
     grants = user_grants(cli.store, name)
+    connections = user_connections(cli.store, name)
     if fmt == "json":
-        click.echo(json.dumps([dataclasses.asdict(g) for g in grants], indent=2))
+        click.echo(json.dumps({"user": name,
+                               "grants": [dataclasses.asdict(g) for g in grants],
+                               "connections": [dataclasses.asdict(c) for c in connections]},
+                              indent=2))
         return
     if not grants:
         click.echo(f"{name} made no grants")
-        return
     for g in grants:
         ended = f" at {g.ended_at}" if g.ended_at else ""
         by = f" by {g.ended_by}" if g.ended_by else ""
         click.echo(f"{g.decided_at}  {g.decision}  consumer={g.consumer_key}  "
                    f"request={g.request_token}  access={','.join(g.access_tokens) or '-'}  "
                    f"-> {g.outcome}{ended}{by}")
+    if not connections:
+        click.echo(f"{name} has no connections to service providers")
+        return
+    click.echo(f"connections to service providers ({len(connections)}):")
+    for c in connections:
+        click.echo(f"  {c.provider}: {c.status}")
+        for e in c.history:
+            click.echo(f"    {_step(e, show_user=False)}")
+
+
+@audit.command("provider")
+@click.argument("name")
+@_FORMAT
+@pass_cli
+def provider_cmd(cli: CliContext, name: str, fmt: str) -> None:
+    """The history of service provider NAME (added, edited, removed) and every user's
+    connection events with it."""
+    try:
+        entries = provider_history(cli.store, name)
+    except AuditError as exc:
+        raise CliError(str(exc)) from None
+    if fmt == "json":
+        click.echo(json.dumps({"provider": name,
+                               "history": [dataclasses.asdict(e) for e in entries]},
+                              indent=2))
+        return
+    for e in entries:
+        click.echo(_step(e, show_user=True))
 
 
 COMMANDS = [audit]

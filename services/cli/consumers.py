@@ -1,4 +1,9 @@
-"""``oauthledger consumer add|list|show|reset-secret|remove``: the consumer registry."""
+"""``oauthledger consumer add|list|show|reset-secret|remove``: the consumer registry.
+
+``consumer add --url BASE_URL`` adds another application by its base URL, as the admin
+page and API can: its consumer info (key, name, public key) is fetched through the
+vetted fetch of services/remote_fetch.py and it is registered for RSA-SHA1 — the other
+half of an application link (docs/application-links.md)."""
 
 from __future__ import annotations
 
@@ -14,6 +19,8 @@ from oauthledger.services.cli.main import (
     read_stdin_line,
 )
 from oauthledger.services.consumers import ConsumerInput, consumer_public_view
+from oauthledger.services.errors import ValidationError
+from oauthledger.services.installation import RemoteConsumerInfo
 from oauthledger.services.oauth.signatures import rsa_key_warning
 
 
@@ -23,8 +30,12 @@ def consumer() -> None:
 
 
 @consumer.command("add")
-@click.argument("key")
-@click.option("--name", required=True, help="shown to users when they approve")
+@click.argument("key", required=False)
+@click.option("--url", "base_url", default=None, metavar="BASE_URL",
+              help="another application's base URL: take key, name and public key from "
+                   "its consumer info (RSA-SHA1)")
+@click.option("--name", default=None,
+              help="shown to users when they approve (required without --url)")
 @click.option("--description", default=None)
 @click.option("--callback", default=None,
               help="default callback URL; callbacks must share its origin")
@@ -41,20 +52,44 @@ def consumer() -> None:
 @click.option("--no-three-legged", is_flag=True, help="refuse the three-legged dance")
 @pass_cli
 @fail_on_service_errors
-def consumer_add(ctx: CliContext, key: str, name: str, description: str | None,
+def consumer_add(ctx: CliContext, key: str | None, base_url: str | None, name: str | None,
+                 description: str | None,
                  callback: str | None, public_key_file, secret: str | None,  # type: ignore[no-untyped-def]
                  generate_secret: bool, signature_methods: str | None, two_legged_user: str | None,
                  allow_impersonation: bool, allow_oauth10: bool,
                  allow_plaintext_over_http: bool, no_three_legged: bool) -> None:
-    """Register a consumer."""
+    """Register a consumer: KEY with --name and its credentials, or another application
+    by --url BASE_URL (its consumer info gives key, name and public key)."""
     from oauthledger.services.consumers import register_consumer
 
     if secret and generate_secret:
         raise CliError("give --secret or --generate-secret, not both")
+    public_key = public_key_file.read() if public_key_file else None
+    fetched_from = None
+    if base_url is not None:
+        if public_key is not None or secret or generate_secret:
+            raise CliError("--url takes the public key from the application's consumer "
+                           "info (RSA-SHA1): give no --public-key, --secret or "
+                           "--generate-secret with it")
+        info = _fetch_info(ctx, base_url)
+        if key is not None and key != info.key:
+            raise CliError(f"the consumer info at {info.url} names the key {info.key!r}, "
+                           f"not {key!r}")
+        key, public_key, fetched_from = info.key, info.public_key, info.url
+        name = name or info.name
+        description = info.description if description is None else description
+        callback = callback or info.callback_url
+        # Application links sign with RSA-SHA1 (what Atlassian applications send).
+        signature_methods = signature_methods or "RSA-SHA1"
+    elif key is None:
+        raise CliError("give the consumer's KEY, or --url BASE_URL to take it from the "
+                       "application's consumer info")
+    elif not name:
+        raise CliError("--name is required (it is shown to users when they approve)")
     deps = app_deps(ctx)
     data = ConsumerInput(
         name=name, description=description or "", callback_url=callback,
-        public_key=public_key_file.read() if public_key_file else None, secret=secret,
+        public_key=public_key, secret=secret,
         generate_secret=generate_secret,
         signature_methods=signature_methods.split(",") if signature_methods else None,
         three_legged=not no_three_legged, two_legged_user=two_legged_user,
@@ -64,10 +99,25 @@ def consumer_add(ctx: CliContext, key: str, name: str, description: str | None,
     state, generated = register_consumer(deps.ledger, deps.sealer, key, data,
                                          cli_meta("consumer-add"))
     click.echo(f"consumer {state.key} registered ({', '.join(state.signature_methods)})")
+    if fetched_from:
+        click.echo(f"name: {state.name} (from {fetched_from})")
     if generated:
         click.echo(f"shared secret (shown once): {generated}")
     if state.public_key and (warning := rsa_key_warning(state.public_key)):
         click.echo(f"warning: {warning}", err=True)
+
+
+def _fetch_info(ctx: CliContext, base_url: str) -> RemoteConsumerInfo:
+    """The consumer info at ``base_url`` under this installation's fetch policy
+    (OAUTHLEDGER_FETCH_ALLOW_PRIVATE, OAUTHLEDGER_BASE_URL); a refusal is one line that
+    says why in the admin page's words (the detail goes to the log)."""
+    from oauthledger.services import remote_fetch
+
+    try:
+        return remote_fetch.fetch_consumer_info(base_url,
+                                                remote_fetch.policy(ctx.settings))
+    except ValidationError as exc:
+        raise CliError("--url: " + "; ".join(exc.fields.values())) from None
 
 
 @consumer.command("list")

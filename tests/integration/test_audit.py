@@ -132,7 +132,8 @@ def test_audit_token(audited: str) -> None:
 
 def test_audit_user(audited: str) -> None:
     out = json.loads(_run(audited, "audit", "user", "alice", "--format", "json").output)
-    assert out == [
+    assert out["user"] == "alice" and out["connections"] == []
+    assert out["grants"] == [
         {"consumer_key": "jira", "request_token": "RT1", "decision": "approved",
          "decided_at": iso(T0 + 20), "access_tokens": ["AT1", "AT2"], "outcome": "revoked",
          "ended_at": iso(T0 + 900), "ended_by": "admin"},
@@ -143,4 +144,6 @@ def test_audit_user(audited: str) -> None:
          "decided_at": iso(T0 + 55), "access_tokens": ["AT3"], "outcome": "expired",
          "ended_at": iso(T0 + 760), "ended_by": "system:expiry-sweep"},
     ]
-    assert "made no grants" in _run(audited, "audit", "user", "bob").output
+    text = _run(audited, "audit", "user", "bob").output
+    assert "bob made no grants" in text
+    assert "bob has no connections to service providers" in text
