@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import hashlib
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -192,7 +193,8 @@ def start_connect(ledger: Ledger, sealer: Sealer, provider_name: str, user: str,
     signer = signer_for(ledger, sealer, provider)
     try:
         creds = pc.request_token(signer, provider.request_token_url,
-                                 callback_url(base_url, provider.name), policy)
+                                 callback_url(base_url, provider.name), policy,
+                                 now=ledger.clock())
     except Unreachable as exc:
         log.info("request token from %s: %s", provider.name, exc.detail)
         raise ProviderUnavailable(f"{provider.name} could not be reached ({exc.reason}). "
@@ -272,7 +274,8 @@ def finish_connect(ledger: Ledger, sealer: Sealer, provider_name: str, user: str
     try:
         creds = pc.access_token(signer_for(ledger, sealer, provider),
                                 provider.access_token_url, token,
-                                sealer.open(state.pending_secret_sealed), verifier, policy)
+                                sealer.open(state.pending_secret_sealed), verifier, policy,
+                                now=ledger.clock())
     except Unreachable as exc:
         _end_pending(ledger, state, version, "unreachable", meta)
         return ConnectOutcome(False, f"{provider.name} could not be reached to finish the "
@@ -406,27 +409,50 @@ def _acting_user(ledger: Ledger, user: str) -> None:
         raise NotConnected(f"the user {user!r} is disabled")
 
 
+def _usable(state: ConnectionState | None) -> bool:
+    return state is not None and state.status == "connected" and bool(state.token_sealed)
+
+
+# A provider refuses the second of two renewals of one token (oauthledger: token_used;
+# a conflict while it records the first: HTTP 409): the first renewal is then being
+# recorded here by another call, and is waited for rather than taken for a rejection.
+_RENEWED_ELSEWHERE = frozenset({"token_used", "http_409"})
+_RENEWAL_POLL = 0.05
+
+
 def _renew(ledger: Ledger, sealer: Sealer, provider: ProviderState, state: ConnectionState,
            version: int, policy: FetchPolicy,
            meta: Mapping[str, Any]) -> tuple[ConnectionState | None, int]:
-    """Renew the stored token with its session handle. Returns the connection after it,
-    (None, version) when the provider refused (the connection is then marked
-    ProviderTokenRejected). Raises ProviderUnavailable when the provider is down."""
+    """Renew the stored token with its session handle. Returns the connection after it
+    (connected, with a token), or (None, version) when it cannot be used: the provider
+    refused (the connection is then marked ProviderTokenRejected) or it was dropped
+    meanwhile. Raises ProviderUnavailable when the provider is down.
+
+    Two calls may renew at once: the provider accepts one. The refused one waits for the
+    accepted one's ProviderTokenRenewed and uses it; the accepted one records its token
+    even over a rejection recorded meanwhile, since it holds the only token the provider
+    honours now — but never over a drop."""
     assert state.session_handle_sealed and state.token_sealed and state.secret_sealed
+    sid = connection_stream(state.user, provider.name)
     try:
         creds = pc.renew_token(signer_for(ledger, sealer, provider), provider.access_token_url,
                                sealer.open(state.token_sealed),
                                sealer.open(state.secret_sealed),
-                               sealer.open(state.session_handle_sealed), policy)
+                               sealer.open(state.session_handle_sealed), policy,
+                               now=ledger.clock())
     except Unreachable as exc:
         raise ProviderUnavailable(f"{provider.name} could not be reached to renew the "
                                   f"token ({exc.reason}); try again later") from None
     except pc.ProviderRefused as exc:
-        # Another call may have renewed it first (the provider then says the old token
-        # was used): take that renewal rather than mark the connection broken.
-        again, again_version = load_connection(ledger, state.user, state.provider)
-        if again is not None and again_version != version and again.status == "connected":
-            return again, again_version
+        deadline = time.monotonic() + (policy.timeout if exc.problem in _RENEWED_ELSEWHERE
+                                       else 0.0)
+        while True:
+            again, again_version = load_connection(ledger, state.user, state.provider)
+            if again_version != version:
+                return (again, again_version) if _usable(again) else (None, again_version)
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(_RENEWAL_POLL)
         _reject(ledger, state, version, exc.problem, meta)
         return None, version
     event = ev.ProviderTokenRenewed(
@@ -437,12 +463,17 @@ def _renew(ledger: Ledger, sealer: Sealer, provider: ProviderState, state: Conne
         expires_at=creds.expires_at,
         authorization_expires_at=creds.authorization_expires_at
         or state.authorization_expires_at)
-    sid = connection_stream(state.user, provider.name)
-    try:
-        new = ledger.commit([Change(sid, version, state, [event])], meta)[sid]
-    except ConcurrencyConflict:
-        return load_connection(ledger, state.user, provider.name)
-    return new, version + 1
+    current, current_version = state, version
+    for _ in range(5):
+        try:
+            new = ledger.commit([Change(sid, current_version, current, [event])], meta)[sid]
+            return new, current_version + 1
+        except ConcurrencyConflict:
+            loaded, current_version = load_connection(ledger, state.user, provider.name)
+            if loaded is None or loaded.status not in ("connected", "needs_reconnect"):
+                return None, current_version  # dropped meanwhile: that stands
+            current = loaded
+    return load_connection(ledger, state.user, provider.name)
 
 
 def _reject(ledger: Ledger, state: ConnectionState, version: int, problem: str,
@@ -502,8 +533,11 @@ def call(ledger: Ledger, sealer: Sealer, provider_name: str, user: str, method: 
     signer = signer_for(ledger, sealer, provider)
     # The answer is relayed, so it may be larger than a token response.
     policy = dataclasses.replace(policy, max_bytes=max(policy.max_bytes, SEND_MAX_BYTES))
-    for attempt in (1, 2):
-        assert state.token_sealed and state.secret_sealed
+    renewal_tried = False
+    for _ in range(3):
+        if not _usable(state) or not state.secret_sealed:
+            raise _not_connected(provider.name, user, state)
+        assert state.token_sealed is not None
         try:
             answer = pc.call(signer, method, target, clean, body,
                              sealer.open(state.token_sealed), sealer.open(state.secret_sealed),
@@ -516,8 +550,15 @@ def call(ledger: Ledger, sealer: Sealer, provider_name: str, user: str, method: 
         refused = pc.refusal(answer)
         if refused is None:
             return CallResult(answer, "connected", renewed)
-        if (attempt == 1 and refused.problem == "token_expired"
+        again, again_version = load_connection(ledger, user, provider.name)
+        if again_version != version:
+            # Another call renewed (or dropped) the token while this one was on its way:
+            # the refusal was of the old token, so try with what stands now.
+            state, version = again, again_version  # type: ignore[assignment]
+            continue
+        if (not renewal_tried and refused.problem == "token_expired"
                 and state.renewable_at(ledger.clock())):
+            renewal_tried = True
             got, version = _renew(ledger, sealer, provider, state, version, policy, meta)
             if got is not None:
                 state, renewed = got, True
@@ -525,5 +566,6 @@ def call(ledger: Ledger, sealer: Sealer, provider_name: str, user: str, method: 
             return CallResult(answer, "needs_reconnect", renewed)
         _reject(ledger, state, version, refused.problem, meta)
         return CallResult(answer, "needs_reconnect", renewed)
-    raise AssertionError("unreachable")  # the loop returns
+    raise ProviderUnavailable(f"{provider.name} kept refusing the token while it was being "
+                              "renewed; try again")
 

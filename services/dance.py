@@ -290,14 +290,20 @@ def renew(
     issued, event = _grant(ledger, sealer, settings, old.consumer_key, old.user,
                            old.authorization_expires_at)
     event = dataclasses.replace(event, renewed_from=old.token)
-    ledger.commit(
-        [
-            Change(token_stream(old.token), old.version, old,
-                   [ev.AccessTokenRenewed(token=old.token, new_token=issued.token)]),
-            Change(token_stream(issued.token), 0, None, [event]),
-        ],
-        meta,
-    )
+    try:
+        ledger.commit(
+            [
+                Change(token_stream(old.token), old.version, old,
+                       [ev.AccessTokenRenewed(token=old.token, new_token=issued.token)]),
+                Change(token_stream(issued.token), 0, None, [event]),
+            ],
+            meta,
+        )
+    except ConcurrencyConflict:
+        # Two renewals of one token at the same moment: the first one recorded wins, and
+        # to the other this token is used up, as if it had come a moment later.
+        raise OAuthProblem("token_used", "this access token was renewed by another "
+                           "request at the same moment") from None
     return issued
 
 

@@ -150,7 +150,10 @@ def _credentials(answer: Answer, now: float) -> Credentials:
     if answer.status != 200:
         raise _problem(answer)
     try:
-        fields = dict(parse_qsl(answer.body.decode("utf-8").strip(), strict_parsing=True))
+        # keep_blank_values: a provider may issue an empty token secret (RFC 5849 §3.4.2
+        # signs with "consumer-secret&" then).
+        fields = dict(parse_qsl(answer.body.decode("utf-8").strip(), strict_parsing=True,
+                                keep_blank_values=True))
     except (ValueError, UnicodeDecodeError):
         raise ProviderRefused(answer.status, "bad_response",
                               "the provider's answer is not form-encoded") from None
