@@ -266,7 +266,9 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
     return None
 
 
-def _body_params(body: bytes, content_type: str | None) -> list[tuple[str, str]]:
+def body_params(body: bytes, content_type: str | None) -> list[tuple[str, str]]:
+    """The parameters of a form body (RFC 5849 §3.4.1.3.1: only an
+    application/x-www-form-urlencoded body has them); [] for any other body."""
     if not body:
         return []
     if content_type:
@@ -332,7 +334,7 @@ def parse_request(
     query = query.partition("#")[0]
     if query:
         sources.append(("query string", parse_form(query, "query string")))
-    form = _body_params(body, content_type)
+    form = body_params(body, content_type)
     if form:
         sources.append(("form body", form))
 

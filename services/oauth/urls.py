@@ -35,7 +35,7 @@ def _first(value: str | None) -> str | None:
     return first or None
 
 
-def _forwarded(value: str | None) -> dict[str, str]:
+def forwarded_pairs(value: str | None) -> dict[str, str]:
     """RFC 7239 ``Forwarded``: the pairs of its first element."""
     out: dict[str, str] = {}
     first = _first(value)
@@ -110,7 +110,7 @@ def signed_url(
     prefix = ""
     if is_trusted(remote_addr, trusted_proxies):
         h = _lower_headers(headers)
-        fwd = _forwarded(h.get("forwarded"))
+        fwd = forwarded_pairs(h.get("forwarded"))
         proto = fwd.get("proto") or _first(h.get("x-forwarded-proto"))
         fhost = fwd.get("host") or _first(h.get("x-forwarded-host"))
         port = _first(h.get("x-forwarded-port"))
