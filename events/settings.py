@@ -56,6 +56,16 @@ class Settings:
     login_max_failures: int = 5
     sweep_interval: float = 60.0
     catchup_interval: float = 5.0
+    log_format: str = "plain"
+    """OAUTHLEDGER_LOG_FORMAT: ``plain`` (one readable line, for a terminal) or ``json``
+    (one JSON object per line, for a log collector); docs/operations.md, "Logs"."""
+    metrics_token: str | None = None
+    """OAUTHLEDGER_METRICS_TOKEN: when set, ``GET /metrics`` needs ``Authorization: Bearer
+    <token>``; docs/operations.md, "Metrics"."""
+    failure_history: int = 200
+    """OAUTHLEDGER_FAILURE_HISTORY: refused signed requests kept per consumer (newest)."""
+    failure_retention: float = 7 * 86400
+    """OAUTHLEDGER_FAILURE_RETENTION: how long a refused request stays in the history."""
 
     @property
     def embedded_redis(self) -> bool:
@@ -103,6 +113,19 @@ def _bool(variable: str, raw: str) -> bool:
     if value in {"0", "false", "no", "off", ""}:
         return False
     raise SettingsError(variable, f"{raw!r} is not a boolean (use true or false)")
+
+
+def _choice(variable: str, raw: str, allowed: tuple[str, ...]) -> str:
+    value = raw.strip().lower()
+    if value not in allowed:
+        raise SettingsError(variable, f"{raw!r} must be one of: {', '.join(allowed)}")
+    return value
+
+
+def _count(variable: str, raw: str) -> int:
+    if not raw.strip().isdigit() or not 1 <= int(raw) <= 100000:
+        raise SettingsError(variable, f"{raw!r} must be a whole number from 1 to 100000")
+    return int(raw)
 
 
 def _networks(
@@ -198,4 +221,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         login_max_failures=int(max_failures_raw),
         sweep_interval=duration("SWEEP_INTERVAL", 60),
         catchup_interval=duration("CATCHUP_INTERVAL", 5),
+        log_format=_choice(PREFIX + "LOG_FORMAT", get("LOG_FORMAT") or "plain",
+                           ("plain", "json")),
+        metrics_token=get("METRICS_TOKEN"),
+        failure_history=_count(PREFIX + "FAILURE_HISTORY", get("FAILURE_HISTORY") or "200"),
+        failure_retention=duration("FAILURE_RETENTION", 7 * 86400),
     )

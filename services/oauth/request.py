@@ -268,7 +268,8 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
 
 def body_params(body: bytes, content_type: str | None) -> list[tuple[str, str]]:
     """The parameters of a form body (RFC 5849 §3.4.1.3.1: only an
-    application/x-www-form-urlencoded body has them); [] for any other body."""
+    application/x-www-form-urlencoded body has them, or a body sent without a
+    Content-Type that reads as a form); [] for any other body."""
     if not body:
         return []
     if content_type:
