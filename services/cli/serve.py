@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
@@ -12,6 +13,7 @@ from oauthledger.services.cli.main import (
     CliError,
     pass_cli,
 )
+from oauthledger.services.logs import configure_logging
 
 # gunicorn loads its config from an importable module ("python:" prefix), so the config
 # ships inside the package and works the same from a wheel and from a checkout.
@@ -39,9 +41,16 @@ def serve(ctx: CliContext, bind: str, workers: int | None, threads: int | None) 
         args += ["--workers", str(workers)]
     if threads:
         args += ["--threads", str(threads)]
-    click.echo(f"oauthledger: serving on http://{bind} "
-               f"({'embedded default' if settings.embedded_broker else 'production'} mode)",
-               err=True)
+    mode = "embedded default" if settings.embedded_broker else "production"
+    if settings.log_format == "json":
+        # Under a log collector every line of the process is JSON, this one too
+        # (docs/operations.md, "Logs"); gunicorn's logger class takes over after the exec.
+        configure_logging("json")
+        logging.getLogger(__name__).info("serving on http://%s (%s mode)", bind, mode)
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+    else:
+        click.echo(f"oauthledger: serving on http://{bind} ({mode} mode)", err=True)
     os.execv(sys.executable, args)
 
 

@@ -3,6 +3,12 @@
 Both exec the Celery command line on the app named as a string (``oauthledger.workers.celery_app``):
 services never import workers/ (docs/design.md, "The direction of imports"). Settings are
 checked first, so a missing broker is one clear line, not a Celery traceback.
+
+The exec goes through this module's :func:`celery_main` (``python -m
+oauthledger.services.cli.workers ...``), which hooks the log format
+(OAUTHLEDGER_LOG_FORMAT, docs/operations.md, "Logs") into Celery's logging setup before
+running Celery's own command line: JSON lines from the worker, its pool processes and
+beat, or Celery's plain lines with secrets redacted.
 """
 
 from __future__ import annotations
@@ -12,10 +18,13 @@ import sys
 
 import click
 
-from oauthledger.events.settings import Settings
+from oauthledger.events.settings import Settings, SettingsError, load_settings
 from oauthledger.services.cli.main import CliContext, CliError, pass_cli
+from oauthledger.services.logs import install_celery_logging
 
 CELERY_APP = "oauthledger.workers.celery_app"
+# This module, run as the exec'd program (see celery_main).
+LAUNCHER = "oauthledger.services.cli.workers"
 
 
 def _need_broker(settings: Settings) -> None:
@@ -30,7 +39,30 @@ def _need_broker(settings: Settings) -> None:
 def _exec(argv: list[str]) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execv(sys.executable, [sys.executable, "-m", "celery", "-A", CELERY_APP, *argv])
+    os.execv(sys.executable, [sys.executable, "-m", LAUNCHER, *argv])
+
+
+def celery_argv(log_format: str, argv: list[str]) -> list[str]:
+    """Celery's command line for ``argv`` (``worker ...`` or ``beat ...``) on our app. In
+    JSON, ``--quiet``: the start-up banner is several lines of text on standard output,
+    which a log collector expecting one JSON object per line would choke on."""
+    quiet = ["--quiet"] if log_format == "json" else []
+    return ["-A", CELERY_APP, *quiet, *argv]
+
+
+def celery_main(argv: list[str]) -> None:
+    """The exec'd program: hook the log format into Celery, then run Celery's command
+    line with ``argv`` (the Celery program, as ``celery worker ...`` would)."""
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"oauthledger: {exc}", file=sys.stderr)
+        sys.exit(1)
+    install_celery_logging(settings.log_format)
+    sys.argv = ["celery", *celery_argv(settings.log_format, argv)]
+    from celery.__main__ import main as celery
+
+    celery()
 
 
 @click.command("worker")
@@ -62,3 +94,7 @@ def beat(cli: CliContext, loglevel: str) -> None:
 
 
 COMMANDS = [worker, beat]
+
+
+if __name__ == "__main__":
+    celery_main(sys.argv[1:])

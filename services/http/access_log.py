@@ -1,13 +1,25 @@
-"""gunicorn's access log with secrets taken out.
+"""gunicorn's access and error logs with secrets taken out, in the format chosen by
+OAUTHLEDGER_LOG_FORMAT (docs/operations.md, "Logs").
 
 gunicorn logs the request line and the query string as the client sent them. OAuth 1.0a
 lets a client put its protocol parameters in the query (RFC 5849 §3.5.3), so a
 PLAINTEXT-signed call would write the consumer secret and token secret to the log
 (the PLAINTEXT "signature" is the two secrets), and an access-token call its verifier.
-This logger replaces the value of every secret-bearing parameter with ``[redacted]`` in
-the request line, the path, the query string, the Referer, the User-Agent and any logged
-request or response header or environ entry, before the line is formatted. The app's own
-log lines never carry these values.
+
+- **plain** (the default): gunicorn's own lines, with the value of every secret-bearing
+  parameter replaced by ``[redacted]`` in the request line, the path, the query string,
+  the Referer, the User-Agent and any logged request or response header or environ entry,
+  before the line is formatted; headers that are credentials as a whole (Authorization,
+  Cookie, the CSRF header) are replaced whole.
+- **json**: one JSON object per request (services.logs.JsonFormatter) instead of
+  gunicorn's format: the request id, consumer key, user, route template, status,
+  oauth_problem and duration, read from what the app left in the WSGI environ
+  (services.logs.ENVIRON_KEY). No raw path, query or header is written at all.
+
+Either way gunicorn's error log goes through the same redaction, and :meth:`setup`
+configures the root logger, so the application's own records (services.logs) come out in
+the same format on standard error: this logger class is the logging half of the gunicorn
+composition root.
 
 It runs for every request, so the common case stays cheap: only atoms that can carry
 parameters are looked at, and only those holding an ``=`` (or its percent-encoding) are
@@ -16,29 +28,25 @@ searched.
 
 from __future__ import annotations
 
-import re
 from typing import Any
-from urllib.parse import unquote
 
 from gunicorn.glogging import Logger
 
-# Parameters whose value is a secret or a one-time credential, besides every parameter
-# whose name contains "secret". ``oauth_token`` is an identifier (it appears in admin
-# pages and the audit log), not a secret.
-SECRET_PARAMETERS = (
-    "oauth_signature", "oauth_verifier", "oauth_token_secret", "oauth_consumer_secret",
-    "oauth_session_handle", "password", "csrf_token", "secret", "shared_secret",
-    "sharedSecret", "client_secret",
+from oauthledger.events.settings import load_settings
+from oauthledger.services.logs import (
+    ENVIRON_KEY,
+    RECORD_FIELDS,
+    REDACTED,
+    SECRET_PARAMETERS,
+    RequestLog,
+    configure_logging,
+    is_secret_parameter,
+    redact,
+    redacting,
 )
-_SECRET_NAMES = frozenset(p.lower() for p in SECRET_PARAMETERS)
-# A parameter name and its "=" (or "%3D"), where a parameter can start: the start of the
-# text or after ? & ; , or white space (a query, a form, an Authorization-style list).
-# The value is not consumed, so a parameter inside another one's value (a callback URL
-# with its own query) is found too.
-_NAME = re.compile(r"(?:^|(?<=[?&;\s,]))([^=&;\s,?\"]+?)(?:=|%3[dD])\"?")
-# Where a value ends.
-_VALUE_END = re.compile(r"[&;\s\",]")
-REDACTED = "[redacted]"
+
+__all__ = ["REDACTED", "SECRET_PARAMETERS", "RedactingLogger", "is_secret_parameter",
+           "redact"]
 
 # gunicorn's atoms that can carry parameters: the request line ("r"), the path ("U",
 # decoded, so an encoded "?" shows), the query ("q"), the Referer ("f"), the User-Agent
@@ -47,38 +55,52 @@ REDACTED = "[redacted]"
 # access_log_format may name. The others (address, time, status, sizes, durations, pid)
 # are gunicorn's own.
 _TEXT_ATOMS = frozenset("rUqfau")
-_REDACTED_WHOLE = frozenset(("{authorization}i", "{http_authorization}e"))
-
-
-def is_secret_parameter(name: str) -> bool:
-    """Whether a parameter named ``name`` (as sent: percent-encoded or not, any case)
-    carries a secret. The name is decoded first, as the application decodes it, so
-    ``oauth%5Fsignature`` is ``oauth_signature``."""
-    plain = unquote(name).lower() if "%" in name else name.lower()
-    return plain in _SECRET_NAMES or "secret" in plain
-
-
-def redact(text: str | None) -> str | None:
-    """``text`` with the value of every secret-bearing parameter replaced."""
-    if not text or ("=" not in text and "%3" not in text):
-        return text
-    out: list[str] = []
-    done = 0  # text[:done] is in ``out``
-    for match in _NAME.finditer(text):
-        if match.start() < done or not is_secret_parameter(match.group(1)):
-            continue  # inside a value already redacted, or not a secret
-        end = _VALUE_END.search(text, match.end())
-        stop = end.start() if end else len(text)
-        out += (text[done:match.end()], REDACTED)
-        done = stop
-    if not out:
-        return text
-    out.append(text[done:])
-    return "".join(out)
+# Headers that are a credential as a whole, as request header, environ entry or response
+# header atoms: Basic and OAuth Authorization, the session cookie (Cookie, Set-Cookie) and
+# the anti-CSRF token header (services.http.access.CSRF_HEADER).
+_REDACTED_WHOLE = frozenset((
+    "{authorization}i", "{http_authorization}e", "{proxy-authorization}i",
+    "{http_proxy_authorization}e", "{cookie}i", "{http_cookie}e", "{set-cookie}o",
+    "{x-csrf-token}i", "{http_x_csrf_token}e",
+))
 
 
 class RedactingLogger(Logger):
-    """gunicorn's Logger whose access-log atoms never contain a secret parameter."""
+    """gunicorn's Logger whose lines never contain a secret parameter, in the format
+    OAUTHLEDGER_LOG_FORMAT chooses; it also sets up the root logger for the app."""
+
+    log_format = "plain"
+
+    def setup(self, cfg: Any) -> None:
+        """gunicorn's handlers, then the chosen format on them and on the root logger
+        (run at start and on every configuration reload)."""
+        super().setup(cfg)
+        # The same settings gunicorn_conf read; a bad value has stopped gunicorn already.
+        self.log_format = load_settings().log_format
+        for log in (self.error_log, self.access_log):
+            for handler in log.handlers:
+                handler.setFormatter(redacting(handler.formatter, self.log_format))
+        # The application's records (logger "oauthledger...") on standard error, as
+        # gunicorn's own error log, at gunicorn's level (--log-level).
+        configure_logging(self.log_format, level=self.loglevel)
+
+    def access(self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any
+               ) -> None:
+        """One access line: gunicorn's format (redacted) in plain, one JSON object with
+        the request's fields in json."""
+        if self.log_format != "json":
+            super().access(resp, req, environ, request_time)
+            return
+        # gunicorn >= 23 computes this once per configuration; older ones ask cfg.
+        if not getattr(self, "access_log_enabled", self.cfg.accesslog):
+            return
+        fields = access_fields(resp, environ, request_time)
+        route = fields.get("route") or "(no route)"
+        try:
+            self.access_log.info("%s %s %s", fields.get("method") or "-", route,
+                                 fields.get("status"), extra={RECORD_FIELDS: fields})
+        except Exception:  # as gunicorn's own access(): a log line never fails a request
+            self.error_log.exception("access log line failed")
 
     def atoms(self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any
               ) -> dict[str, Any]:
@@ -92,3 +114,36 @@ class RedactingLogger(Logger):
             elif name in _TEXT_ATOMS or name[:1] == "{":
                 atoms[name] = redact(value)
         return atoms
+
+
+def access_fields(resp: Any, environ: dict[str, Any], request_time: Any) -> dict[str, Any]:
+    """The JSON access line's fields of one request: what the app recorded
+    (services.logs.RequestLog in the environ: request id, route template, consumer, user,
+    oauth_problem) and what gunicorn knows (status, duration). A request the app never
+    saw (gunicorn answered it itself) has the response's X-Request-Id, if any, and no
+    route: the raw path is never written (it may carry a token or a secret)."""
+    entry = environ.get(ENVIRON_KEY)
+    if isinstance(entry, RequestLog):
+        fields = entry.fields()
+    else:
+        fields = {"request_id": _header(resp, "x-request-id"),
+                  "method": environ.get("REQUEST_METHOD"),
+                  "address": environ.get("REMOTE_ADDR")}
+    status = getattr(resp, "status_code", None) or getattr(resp, "status", None)
+    if isinstance(status, str):
+        status = status.split(None, 1)[0]
+    try:
+        fields["status"] = int(status) if status is not None else None
+    except ValueError:
+        fields["status"] = None
+    seconds = request_time.total_seconds() if hasattr(request_time, "total_seconds") \
+        else float(request_time or 0)
+    fields["duration_ms"] = round(seconds * 1000, 3)
+    return fields
+
+
+def _header(resp: Any, name: str) -> str | None:
+    for key, value in getattr(resp, "headers", None) or ():
+        if key.lower() == name:
+            return value
+    return None

@@ -2,7 +2,9 @@
 trusted proxies, Basic credentials, the URL the client signed, the (capped) body and
 form, and the ``RequestContext`` middleware that sets them up, refuses path parameters
 no identifier can be, and finishes every response (security headers, session
-cookie)."""
+cookie). It also tells the logs which request is being served (services.logs: the
+request id, route template, consumer and user of every log line, and the access log's
+entry in the WSGI environ)."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from urllib.parse import parse_qsl, quote
 
 import falcon
 
+from oauthledger.services import logs
 from oauthledger.services.deps import Deps
 from oauthledger.services.http.input_guard import check_path_params
 from oauthledger.services.http.rendering import set_security_headers
@@ -24,6 +27,7 @@ from oauthledger.services.oauth.urls import is_trusted, signed_url
 
 MAX_BODY = 64 * 1024
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
+_PROBLEM = re.compile(r'oauth_problem="([a-z_]{1,64})"')
 
 
 def client_address(req: falcon.Request, deps: Deps) -> str:
@@ -34,6 +38,27 @@ def client_address(req: falcon.Request, deps: Deps) -> str:
         if forwarded:
             return forwarded.split(",")[0].strip()
     return remote
+
+
+def request_id(req: falcon.Request, deps: Deps) -> str:
+    """The request's id: a well-formed ``X-Request-Id`` sent by a trusted proxy
+    (OAUTHLEDGER_TRUSTED_PROXIES), which ties our lines to the proxy's; otherwise a new
+    one. From anyone else the header is ignored: a client could otherwise give its
+    requests the id of someone else's and muddle the audit trail (event metadata) and
+    the logs (docs/operations.md, "Logs")."""
+    rid = req.get_header("X-Request-Id")
+    if rid and _REQUEST_ID.match(rid) and is_trusted(req.remote_addr,
+                                                     deps.settings.trusted_proxies):
+        return rid
+    return secrets.token_hex(8)
+
+
+def _problem_of(resp: falcon.Response) -> str | None:
+    """The oauth_problem a response names in WWW-Authenticate (OAuth Problem Reporting),
+    for a refusal whose handler recorded no Refusal on the request."""
+    header = resp.get_header("WWW-Authenticate") or ""
+    match = _PROBLEM.search(header)
+    return match.group(1) if match else None
 
 
 def basic_credentials(req: falcon.Request) -> tuple[str, str] | None:
@@ -125,23 +150,39 @@ class RequestContext:
         self.deps = deps
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
-        """Set ``req.context.request_id`` (a well-formed X-Request-Id, else a new one)
-        and ``req.context.address``."""
-        rid = req.get_header("X-Request-Id")
-        req.context.request_id = rid if rid and _REQUEST_ID.match(rid) else secrets.token_hex(8)
+        """Set ``req.context.request_id`` (:func:`request_id`) and
+        ``req.context.address``, and start the request's log entry: the log records
+        written while it is served carry its fields, and gunicorn's access log finds it
+        in the environ."""
+        req.context.request_id = request_id(req, self.deps)
         req.context.address = client_address(req, self.deps)
+        entry = logs.RequestLog(req.context.request_id, method=req.method,
+                                address=req.context.address, context=req.context)
+        req.env[logs.ENVIRON_KEY] = entry
+        logs.begin_request(entry)
 
     def process_resource(self, req: falcon.Request, resp: falcon.Response, resource: Any,
                          params: dict[str, Any]) -> None:
         """Answer 404 for a path parameter no identifier can be (a control character or
         an unpaired surrogate) before any responder looks it up
-        (services.http.input_guard)."""
+        (services.http.input_guard). The log names the route by its template
+        (``/rest/oauthledger/1/tokens/{token}``), never by the path: a path carries
+        identifiers and, sent by a confused client, secrets."""
+        _log_route(req)
         check_path_params(params)
 
     def process_response(self, req: falcon.Request, resp: falcon.Response, resource: Any,
                          req_succeeded: bool) -> None:
-        """Echo the request id, add the security headers, send or clear the cookie."""
+        """Echo the request id, add the security headers, send or clear the cookie, and
+        finish the request's log entry (its route and problem; gunicorn writes the access
+        line from it after the body is sent)."""
         resp.set_header("X-Request-Id", req.context.get("request_id", ""))
+        entry = req.env.get(logs.ENVIRON_KEY)
+        if isinstance(entry, logs.RequestLog):
+            _log_route(req)
+            if entry.oauth_problem is None and resp.get_header("WWW-Authenticate"):
+                entry.oauth_problem = _problem_of(resp)
+        logs.end_request()
         set_security_headers(resp)
         # Token secrets, generated shared secrets, verifiers and session pages must never
         # sit in a browser or proxy cache (RFC 9111 §5.2.2.5); only static files may.
@@ -152,3 +193,9 @@ class RequestContext:
             set_session_cookie(req, resp, new)
         elif req.context.get("end_session"):
             set_session_cookie(req, resp, None)
+
+
+def _log_route(req: falcon.Request) -> None:
+    entry = req.env.get(logs.ENVIRON_KEY)
+    if isinstance(entry, logs.RequestLog) and req.uri_template:
+        entry.route = req.uri_template

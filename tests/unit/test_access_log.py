@@ -1,14 +1,33 @@
-"""The access log never carries a secret-bearing parameter."""
+"""The access log never carries a secret-bearing parameter: gunicorn's plain lines are
+redacted, and in JSON (OAUTHLEDGER_LOG_FORMAT=json) each request is one JSON object of
+the request's fields, never its raw path, query or headers (docs/operations.md, "Logs").
+"""
 
 from __future__ import annotations
 
 import datetime
+import json
+import logging
+from collections.abc import Iterator
 from types import SimpleNamespace
 
 import pytest
 from gunicorn.config import Config
 
+from oauthledger.services import logs
 from oauthledger.services.http.access_log import RedactingLogger, redact
+from oauthledger.services.http.outcome import Refusal
+
+
+@pytest.fixture(autouse=True)
+def root_logging() -> Iterator[None]:
+    """RedactingLogger sets up the root logger (the app's records); leave it as found."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    logging.captureWarnings(False)
 
 
 def test_redact_replaces_secret_values_and_keeps_the_rest() -> None:
@@ -85,3 +104,109 @@ def test_only_atoms_that_can_carry_parameters_are_touched() -> None:
     # gunicorn's own atoms are left as it made them.
     assert atoms["h"] == "127.0.0.1" and atoms["s"] == "302" and atoms["m"] == "POST"
     assert atoms["r"] == "POST /plugins/servlet/oauth/authorize HTTP/1.1"
+
+
+def test_credential_headers_are_redacted_whole() -> None:
+    logger = RedactingLogger(Config())
+    environ = {
+        "REQUEST_METHOD": "POST", "SERVER_PROTOCOL": "HTTP/1.1", "PATH_INFO": "/rest/x",
+        "RAW_URI": "/rest/x", "QUERY_STRING": "", "REMOTE_ADDR": "127.0.0.1",
+        "HTTP_COOKIE": "oauthledger_session=c00kie", "HTTP_X_CSRF_TOKEN": "csrfcsrf",
+    }
+    req = SimpleNamespace(headers=[("COOKIE", "oauthledger_session=c00kie"),
+                                   ("X-CSRF-TOKEN", "csrfcsrf"),
+                                   ("PROXY-AUTHORIZATION", "Basic cHJveHk6cHc=")])
+    resp = SimpleNamespace(status="200 OK", sent=0, headers=[
+        ("Set-Cookie", "oauthledger_session=n3wc00kie; HttpOnly")])
+    atoms = logger.atoms(resp, req, environ, datetime.timedelta(seconds=1))
+    text = " ".join(str(v) for v in atoms.values())
+    for secret in ("c00kie", "csrfcsrf", "cHJveHk6cHc", "n3wc00kie"):
+        assert secret not in text
+    assert atoms["{cookie}i"] == atoms["{x-csrf-token}i"] == "[redacted]"
+
+
+def _json_logger(monkeypatch: pytest.MonkeyPatch) -> RedactingLogger:
+    """The logger as the packaged gunicorn configuration sets it up (access log on
+    standard output), in JSON."""
+    monkeypatch.setenv("OAUTHLEDGER_LOG_FORMAT", "json")
+    cfg = Config()
+    cfg.set("accesslog", "-")
+    return RedactingLogger(cfg)
+
+
+def test_json_access_line_has_the_request_fields_and_no_raw_request(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    logger = _json_logger(monkeypatch)
+    consumer = SimpleNamespace(key="jira:1")
+    entry = logs.RequestLog("rid-42", method="GET", route="/rest/oauthledger/1/tokens/{token}",
+                            address="10.0.0.9", context=SimpleNamespace(
+                                oauth=SimpleNamespace(consumer=consumer, user="alice")))
+    environ = {
+        "REQUEST_METHOD": "GET", "SERVER_PROTOCOL": "HTTP/1.1",
+        "PATH_INFO": "/rest/oauthledger/1/tokens/T0KEN1D",
+        "RAW_URI": "/rest/oauthledger/1/tokens/T0KEN1D?oauth_signature=s3cr3t",
+        "QUERY_STRING": "oauth_signature=s3cr3t", "REMOTE_ADDR": "127.0.0.1",
+        "HTTP_AUTHORIZATION": 'OAuth oauth_signature="zzz"', logs.ENVIRON_KEY: entry,
+    }
+    req = SimpleNamespace(headers=[("AUTHORIZATION", 'OAuth oauth_signature="zzz"')])
+    resp = SimpleNamespace(status="200 OK", status_code=200, sent=10, headers=[])
+    logger.access(resp, req, environ, datetime.timedelta(milliseconds=3, microseconds=250))
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1
+    doc = json.loads(out[0])
+    assert list(doc)[:len(logs.FIELDS)] == list(logs.FIELDS)
+    assert doc["logger"] == "gunicorn.access" and doc["level"] == "INFO"
+    assert (doc["request_id"], doc["consumer_key"], doc["user"]) == ("rid-42", "jira:1", "alice")
+    assert doc["route"] == "/rest/oauthledger/1/tokens/{token}"
+    assert doc["status"] == 200 and doc["duration_ms"] == 3.25 and doc["oauth_problem"] is None
+    assert doc["message"] == "GET /rest/oauthledger/1/tokens/{token} 200"
+    for raw in ("T0KEN1D", "s3cr3t", "zzz"):
+        assert raw not in out[0]
+
+
+def test_json_access_line_of_a_refused_request(monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    logger = _json_logger(monkeypatch)
+    entry = logs.RequestLog("rid-7", method="POST", route="/plugins/servlet/oauth/access-token",
+                            context=SimpleNamespace(refusal=Refusal("token_used", "jira:1")))
+    environ = {"REQUEST_METHOD": "POST", "RAW_URI": "/plugins/servlet/oauth/access-token",
+               "REMOTE_ADDR": "127.0.0.1", logs.ENVIRON_KEY: entry}
+    resp = SimpleNamespace(status="401 Unauthorized", headers=[])
+    logger.access(resp, SimpleNamespace(headers=[]), environ, datetime.timedelta(seconds=0))
+    doc = json.loads(capsys.readouterr().out)
+    assert (doc["status"], doc["oauth_problem"], doc["consumer_key"], doc["user"]) == (
+        401, "token_used", "jira:1", None)
+
+
+def test_json_access_line_of_a_request_the_app_never_saw(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    logger = _json_logger(monkeypatch)
+    environ = {"REQUEST_METHOD": "GET", "RAW_URI": "/x?password=hunter2",
+               "REMOTE_ADDR": "127.0.0.1"}
+    resp = SimpleNamespace(status="400 Bad Request", headers=[("X-Request-Id", "abc")])
+    logger.access(resp, SimpleNamespace(headers=[]), environ, datetime.timedelta(seconds=0))
+    line = capsys.readouterr().out
+    doc = json.loads(line)
+    assert doc["request_id"] == "abc" and doc["route"] is None and doc["status"] == 400
+    assert "hunter2" not in line and "/x" not in line
+
+
+@pytest.mark.parametrize("fmt", ["plain", "json"])
+def test_gunicorn_error_log_and_app_records_are_redacted(
+        fmt: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("OAUTHLEDGER_LOG_FORMAT", fmt)
+    logger = RedactingLogger(Config())
+    # gunicorn's own "Error handling request /cb?oauth_verifier=..." names the raw URI.
+    logger.error("Error handling request %s", "/cb?oauth_verifier=v3r1f13r")
+    logging.getLogger("oauthledger.services.test").warning(
+        "refused: oauth_token_secret=t0ks3cr3t")
+    err = capsys.readouterr().err
+    assert "v3r1f13r" not in err and "t0ks3cr3t" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 2 and all("[redacted]" in line for line in lines)
+    if fmt == "json":
+        docs = [json.loads(line) for line in lines]
+        assert [d["logger"] for d in docs] == ["gunicorn.error", "oauthledger.services.test"]
+    else:
+        assert "[INFO]" not in lines[0] and "[ERROR]" in lines[0]
+        assert "oauthledger.services.test: refused" in lines[1]
