@@ -27,6 +27,18 @@ nonces, sessions and login throttles are not projections of the log and sit outs
     <prefix>:s:<session id>              -> web session JSON (EX idle timeout)
     <prefix>:lf:<account or address>     -> failed login count (EX throttle window)
     <prefix>:ll:<account or address>     -> present while logins must wait (EX delay)
+    <prefix>:fh:<consumer key>           -> list: the consumer's refused requests, newest
+                                            first, JSON each (LTRIM to the newest
+                                            OAUTHLEDGER_FAILURE_HISTORY, EXPIRE
+                                            OAUTHLEDGER_FAILURE_RETENTION)
+    <prefix>:fc:<hour>:<consumer key>    -> hash: oauth_problem -> refusals in that hour,
+                                            "accepted" -> accepted requests (EXPIREAT a
+                                            day after the hour)
+    <prefix>:fu:<hour>                   -> refusals in that hour not attributed to a
+                                            registered consumer (EXPIREAT a day after)
+
+The last three are the failure history (events/failures.py): operational data kept in
+Redis only, outside the namespaces, never derived from the log; a flush loses it.
 """
 
 from __future__ import annotations
@@ -160,6 +172,20 @@ class KeyLayout:
     def login_lock(self, subject: str) -> str:
         """Present while logins for an account or address must wait (EX = the delay)."""
         return f"{self.prefix}:ll:{subject}"
+
+    def failure_history(self, consumer_key: str) -> str:
+        """A registered consumer's refused requests, newest first (events/failures.py)."""
+        return f"{self.prefix}:fh:{consumer_key}"
+
+    def failure_counts(self, hour: int, consumer_key: str) -> str:
+        """A consumer's counts in one hour (POSIX hours): refusals per oauth_problem and
+        the accepted requests. The hour comes first: a consumer key may hold colons."""
+        return f"{self.prefix}:fc:{hour}:{consumer_key}"
+
+    def failure_unknown(self, hour: int) -> str:
+        """Refusals in one hour that name no registered consumer: one counter for all of
+        them, since their consumer keys are whatever a client chose to send."""
+        return f"{self.prefix}:fu:{hour}"
 
     @staticmethod
     def namespace_pattern(ns: str) -> str:

@@ -1,4 +1,5 @@
-"""``oauthledger consumer add|list|show|reset-secret|remove``: the consumer registry.
+"""``oauthledger consumer add|list|show|reset-secret|remove|failures``: the consumer
+registry, and each consumer's failure history (services/failures.py).
 
 ``consumer add --url BASE_URL`` adds another application by its base URL, as the admin
 page and API can: its consumer info (key, name, public key) is fetched through the
@@ -7,7 +8,14 @@ half of an application link (docs/application-links.md)."""
 
 from __future__ import annotations
 
+import functools
+import json
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 import click
+import redis
 
 from oauthledger.services.cli.main import (
     CliContext,
@@ -19,6 +27,7 @@ from oauthledger.services.cli.main import (
     read_stdin_line,
 )
 from oauthledger.services.consumers import ConsumerInput, consumer_public_view
+from oauthledger.services.deps import Deps
 from oauthledger.services.errors import ValidationError
 from oauthledger.services.installation import RemoteConsumerInfo
 from oauthledger.services.oauth.signatures import rsa_key_warning
@@ -187,6 +196,99 @@ def consumer_remove(ctx: CliContext, key: str) -> None:
 
     n = remove_consumer(app_deps(ctx).ledger, key, cli_meta("consumer-remove"))
     click.echo(f"consumer {key} removed; {n} access token(s) revoked")
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def history_deps(ctx: CliContext) -> Deps:
+    """Deps for reading the failure history, which lives in Redis only. On the embedded
+    default that is the server process's own in-process store, which no other process
+    can read: one line says where to look instead."""
+    if ctx.settings.embedded_redis:
+        raise CliError("the failure history lives in the server process's in-process store "
+                       "(embedded default, OAUTHLEDGER_REDIS_URL unset): read it on the "
+                       "consumer's admin page or GET /rest/oauthledger/1/consumer-failures/"
+                       "KEY")
+    return app_deps(ctx)
+
+
+def redis_errors(fn: F) -> F:
+    """Decorate a command that reads Redis: a Redis error ends it with one line."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except redis.RedisError as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise CliError(f"Redis cannot be reached: {first}") from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _iso(ts: object) -> str:
+    if not isinstance(ts, int | float):
+        return "-"
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def failures_text(report: dict[str, Any]) -> str:
+    """The failure history for a person (``consumer failures``' default output)."""
+    keeps = report["keeps"]
+    accepted = sum(h["accepted"] for h in report["hours"])
+    refused = sum(h["refused"] for h in report["hours"])
+    lines = [f"consumer {report['consumerKey']}: {report['total']} refused request(s) kept "
+             f"(the newest {keeps['entries']} for {keeps['retentionSeconds']} s, in Redis only)",
+             f"last 24 hours: {accepted} accepted, {refused} refused"]
+    if report["byProblem"]:
+        lines += ["", "by problem (last hour / last day):"]
+        width = max(len(g["oauthProblem"]) for g in report["byProblem"])
+        for g in report["byProblem"]:
+            lines.append(f"  {g['oauthProblem'].ljust(width)}  {g['lastHour']:>5} / "
+                         f"{g['lastDay']:<5}  latest {_iso(g['latest'])}")
+    if report["failures"]:
+        lines += ["", "refused requests, newest first:"]
+    for e in report["failures"]:
+        skew = "" if e.get("skewSeconds") is None else f"  skew {e['skewSeconds']:+d} s"
+        lines.append(f"  {_iso(e.get('time'))}  {e.get('requestId')}  {e.get('step') or '-'} "
+                     f"{e.get('method')} {e.get('route')}  {e.get('oauthProblem')}{skew}")
+        if e.get("advice"):
+            lines.append(f"      advice: {e['advice']}")
+        if e.get("url"):
+            lines.append(f"      url: {e['url']}")
+        if e.get("baseString"):
+            lines.append(f"      base string: {e['baseString']}")
+    return "\n".join(lines) + "\n"
+
+
+@consumer.command("failures")
+@click.argument("key")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True,
+              help="the newest N refused requests")
+@pass_cli
+@fail_on_service_errors
+@redis_errors
+def consumer_failures(ctx: CliContext, key: str, fmt: str, limit: int) -> None:
+    """Show a consumer's failure history: its refused signed requests, newest first,
+    counted by problem for the last hour and day, and accepted vs refused over the last
+    24 hours. Kept in Redis only; never a secret."""
+    from oauthledger.events.state import ConsumerState, consumer_stream
+    from oauthledger.services.errors import NotFound
+    from oauthledger.services.failures import failure_history
+
+    deps = history_deps(ctx)
+    state, _ = deps.ledger.load(consumer_stream(key))
+    if not isinstance(state, ConsumerState):
+        raise NotFound(f"no consumer with key {key!r}")
+    report = failure_history(deps).consumer_report(key, limit)
+    report["removed"] = state.removed
+    if fmt == "json":
+        click.echo(json.dumps(report, indent=2))
+    else:
+        click.echo(failures_text(report), nl=False)
 
 
 COMMANDS = [consumer]

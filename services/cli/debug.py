@@ -5,14 +5,20 @@ It reads the consumer and the token from the event store and opens their secrets
 the key file, as the server does; it changes nothing and uses up no nonce. The report
 names the secret combination or the single difference that reproduces the client's
 signature, never a secret.
+
+``--request-id ID`` debugs a refused request of the failure history instead
+(services/failures.py), rebuilt from what the history kept; the history is in Redis, so
+this needs OAUTHLEDGER_REDIS_URL (the embedded default keeps it inside the server).
 """
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
 
+from oauthledger.services.cli.consumers import history_deps, redis_errors
 from oauthledger.services.cli.main import (
     CliContext,
     CliError,
@@ -30,7 +36,7 @@ def debug() -> None:
 @debug.command("signature")
 @click.option("--method", "-X", "method", default="GET", show_default=True,
               help="the request's HTTP method")
-@click.option("--url", required=True, help="the URL the client sent the request to")
+@click.option("--url", default=None, help="the URL the client sent the request to")
 @click.option("--header", "-H", "headers", multiple=True, metavar="'NAME: VALUE'",
               help="a request header as sent, e.g. -H 'Authorization: OAuth ...' (repeat)")
 @click.option("--data", "-d", default=None, help="the request body as sent")
@@ -39,25 +45,52 @@ def debug() -> None:
 @click.option("--remote-addr", default=None,
               help="the address the request came from (forwarding headers count only from "
                    "a trusted proxy)")
+@click.option("--request-id", default=None, metavar="ID",
+              help="instead of a request: the id of a refused request in a consumer's "
+                   "failure history")
+@click.option("--consumer", default=None, metavar="KEY",
+              help="with --request-id: the consumer whose history holds it (default: "
+                   "search every consumer's)")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
               show_default=True)
 @pass_cli
 @db_errors
 @fail_on_service_errors
-def debug_signature_command(ctx: CliContext, method: str, url: str, headers: tuple[str, ...],
-                            data: str | None, data_file, remote_addr: str | None,  # type: ignore[no-untyped-def]
-                            fmt: str) -> None:
+@redis_errors
+def debug_signature_command(ctx: CliContext, method: str, url: str | None,  # type: ignore[no-untyped-def]
+                            headers: tuple[str, ...], data: str | None, data_file,
+                            remote_addr: str | None, request_id: str | None,
+                            consumer: str | None, fmt: str) -> None:
     """Show what the server computes for a signed request and why its signature does
     (not) match: the parameters and where they came from, the URL and base string the
-    server uses, the verdict, and the diagnosis. Secrets are never printed."""
+    server uses, the verdict, and the diagnosis. Give the request (--url, -H, --data), or
+    --request-id of a refused request in the failure history. Secrets are never printed."""
     from oauthledger.events.connections import open_sealer
     from oauthledger.services.oauth.debugger import (
+        Report,
         debug_request,
         debug_signature,
         header_lines,
         store_loader,
     )
 
+    report: Report
+    if request_id is not None:
+        given = [name for name, value in (("--url", url), ("--header", headers),
+                                          ("--data", data), ("--data-file", data_file),
+                                          ("--remote-addr", remote_addr)) if value]
+        if given:
+            raise CliError(f"give --request-id alone (with --consumer), not with "
+                           f"{', '.join(given)}")
+        from oauthledger.services.failures import history_report
+
+        report = history_report(history_deps(ctx), request_id, consumer)
+        _print(report, fmt)
+        return
+    if consumer is not None:
+        raise CliError("--consumer goes with --request-id")
+    if url is None:
+        raise CliError("give --url (and the request's headers and body), or --request-id")
     if data is not None and data_file is not None:
         raise CliError("give --data or --data-file, not both")
     if data_file is not None:
@@ -70,6 +103,10 @@ def debug_signature_command(ctx: CliContext, method: str, url: str, headers: tup
     store = open_store(ctx)
     sealer = open_sealer(ctx.settings)
     report = debug_signature(dreq, store_loader(store, sealer), ctx.settings)
+    _print(report, fmt)
+
+
+def _print(report: Any, fmt: str) -> None:
     if fmt == "json":
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:

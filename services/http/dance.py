@@ -11,6 +11,7 @@ from oauthledger.events.state import ConsumerState, TokenState, consumer_stream,
 from oauthledger.services import dance
 from oauthledger.services.deps import Deps
 from oauthledger.services.http.context import form, meta, signed_request
+from oauthledger.services.http.errors import mark_signed_request, note_accepted
 from oauthledger.services.http.rendering import render
 from oauthledger.services.http.session_cookies import current_session
 from oauthledger.services.oauth.problems import OAuthProblem
@@ -45,6 +46,8 @@ class RequestTokenResource:
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         deps = self.deps
         sreq, https = signed_request(req, deps)
+        # A refusal from here on is recorded in the consumer's failure history.
+        mark_signed_request(req, sreq, "request-token")
         if sreq.token:
             raise OAuthProblem("parameter_rejected", "a request-token request carries no "
                                "oauth_token", oauth_parameters_rejected="oauth_token")
@@ -59,6 +62,7 @@ class RequestTokenResource:
         pairs = [("oauth_token", issued.token), ("oauth_token_secret", issued.secret)]
         if issued.callback_confirmed:
             pairs.append(("oauth_callback_confirmed", "true"))
+        note_accepted(deps, consumer.key)
         _form_reply(resp, pairs)
 
 
@@ -75,6 +79,8 @@ class AccessTokenResource:
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         deps = self.deps
         sreq, https = signed_request(req, deps)
+        handle = sreq.oauth.get("oauth_session_handle")
+        mark_signed_request(req, sreq, "access-token" if handle is None else "renewal")
         if not sreq.token:
             raise OAuthProblem("parameter_absent", "send the request token as oauth_token",
                                oauth_parameters_absent="oauth_token")
@@ -84,7 +90,6 @@ class AccessTokenResource:
         token = loaded[token_stream(sreq.token)][0]
         assert consumer is None or isinstance(consumer, ConsumerState)
         assert token is None or isinstance(token, TokenState)
-        handle = sreq.oauth.get("oauth_session_handle")
         kind = "access" if handle is not None else "request"
         deps.authenticator.check_signed(sreq, consumer, token, https=https, token_kind=kind,
                                         renewal=handle is not None)
@@ -97,6 +102,7 @@ class AccessTokenResource:
         else:
             issued = dance.exchange(deps.ledger, deps.sealer, deps.settings, token,
                                     sreq.verifier, m)
+        note_accepted(deps, consumer.key)
         _form_reply(resp, [
             ("oauth_token", issued.token),
             ("oauth_token_secret", issued.secret),

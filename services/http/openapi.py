@@ -146,6 +146,49 @@ SCHEMAS: dict[str, Any] = {
                        "time": {"type": "number"}, "actor": _NSTR, "requestId": _NSTR,
                        "summary": _STR},
     },
+    "FailureEntry": {
+        "type": "object", "description": "a refused signed request of the consumer (never "
+                                         "a secret: verifiers and session handles show as "
+                                         "(hidden), a PLAINTEXT signature is not kept)",
+        "properties": {
+            "time": {"type": "number", "description": "seconds since 1970"},
+            "requestId": _STR, "route": _STR,
+            "step": {"type": "string", "nullable": True,
+                     "enum": ["resource", "request-token", "access-token", "renewal",
+                              "verify"]},
+            "method": _STR, "oauthProblem": _STR, "status": {"type": "integer"},
+            "advice": _STR, "params": {"type": "object", "additionalProperties": _STR},
+            "skewSeconds": {"type": "integer", "nullable": True,
+                            "description": "oauth_timestamp minus the server clock"},
+            "url": {**_NSTR, "description": "the URL the server rebuilt"},
+            "baseString": {**_NSTR, "description": "the base string the server computed"},
+            "signatureMethod": _NSTR,
+            "signature": {**_NSTR, "description": "the client's signature; null for "
+                          "PLAINTEXT (it is the secrets)"},
+            "token": _NSTR,
+            "debuggable": {**_BOOL, "description": "the signature debugger can run on it "
+                           "(POST /debug/signature with requestId)"},
+            "truncated": _BOOL},
+    },
+    "ConsumerFailures": {
+        "type": "object",
+        "properties": {
+            "consumerKey": _STR, "removed": _BOOL,
+            "keeps": {"type": "object", "properties": {
+                "entries": {"type": "integer"}, "retentionSeconds": {"type": "integer"}}},
+            "total": {"type": "integer", "description": "refused requests kept"},
+            "failures": {"type": "array", "items": _ref("FailureEntry"),
+                         "description": "newest first"},
+            "byProblem": {"type": "array", "items": {"type": "object", "properties": {
+                "oauthProblem": _STR, "lastHour": {"type": "integer"},
+                "lastDay": {"type": "integer"},
+                "latest": {"type": "number", "nullable": True}, "advice": _NSTR,
+                "kept": {"type": "integer"}}}},
+            "hours": {"type": "array", "description": "the last 24 hours, oldest first",
+                      "items": {"type": "object", "properties": {
+                          "start": {"type": "integer"}, "accepted": {"type": "integer"},
+                          "refused": {"type": "integer"}}}}},
+    },
     "ConsumerInfo": {
         "type": "object",
         "properties": {"key": _STR, "name": _STR, "description": _STR, "publicKey": _STR,
@@ -284,18 +327,32 @@ def _paths() -> dict[str, Any]:
         "/debug/signature": {
             # The signature debugger's route (services/http/api/debug.py).
             "post": _op("Explain why a signed request verifies or not: the debugger's "
-                        "report (never a secret, nor a signature computed with one)",
+                        "report (never a secret, nor a signature computed with one), for "
+                        "a request as a client sent it or a refused request of the "
+                        "failure history",
                         {"200": _ok("the report, whatever its verdict", {"type": "object"}),
-                         "422": _INVALID},
-                        body={"type": "object", "additionalProperties": False,
-                              "required": ["method", "url"],
-                              "properties": {"method": _STR, "url": _STR,
-                                             "headers": {"type": "object",
-                                                         "additionalProperties": _STR},
-                                             "body": _STR,
-                                             "remoteAddr": {**_STR, "description":
-                                                            "the address the request came "
-                                                            "from"}}}),
+                         "404": _problem("requestId: the failure history does not hold "
+                                         "it (any more)"),
+                         "422": _INVALID,
+                         "503": _problem("requestId: Redis cannot be reached")},
+                        body={"oneOf": [
+                            {"type": "object", "additionalProperties": False,
+                             "required": ["method", "url"],
+                             "properties": {"method": _STR, "url": _STR,
+                                            "headers": {"type": "object",
+                                                        "additionalProperties": _STR},
+                                            "body": _STR,
+                                            "remoteAddr": {**_STR, "description":
+                                                           "the address the request came "
+                                                           "from"}}},
+                            {"type": "object", "additionalProperties": False,
+                             "required": ["requestId"],
+                             "properties": {"requestId": {**_STR, "description":
+                                                          "a refused request's id"},
+                                            "consumerKey": {**_STR, "description":
+                                                            "whose history holds it "
+                                                            "(default: every consumer's)"}}},
+                        ]}),
         },
         "/consumers": {
             "get": _op("List consumers", {"200": _ok("consumers",
@@ -339,6 +396,20 @@ def _paths() -> dict[str, Any]:
                                   **_STR, "writeOnly": True, "minLength": 8, "maxLength": 512,
                                   "description": "the new secret; omit to generate one"}}},
                         body_required=False, params=[key]),
+        },
+        "/consumer-failures/{key}": {
+            # Not /consumers/{key}/failures: a key may contain slashes
+            # (services/http/api/consumers.py).
+            "get": _op("A consumer's failure history: refused signed requests newest first, "
+                       "counted by problem for the last hour and day, and accepted vs "
+                       "refused per hour over the last 24 hours (kept in Redis only)",
+                       {"200": _ok("the history", _ref("ConsumerFailures")),
+                        "404": _problem("no consumer was ever registered with this key"),
+                        "422": _INVALID,
+                        "503": _problem("Redis cannot be reached")},
+                       params=[key, {**_query("limit", "the newest N refused requests "
+                                                       "(default: all kept)"),
+                                     "schema": {"type": "integer", "minimum": 1}}]),
         },
         "/consumer-info": {
             "get": _op("This installation's consumer identity (generated on first use)",
@@ -485,10 +556,11 @@ def openapi_document() -> dict[str, Any]:
     return copy.deepcopy({
         "openapi": "3.0.3",
         "info": {"title": "oauthledger admin API", "version": "1",
-                 "description": "Consumers, this installation's consumer info, service "
-                                "providers, the users' connections to them and calls "
-                                "through them, and access tokens. Errors are "
-                                "application/problem+json (RFC 9457)."},
+                 "description": "Consumers and their failure history, this "
+                                "installation's consumer info, service providers, the "
+                                "users' connections to them and calls through them, and "
+                                "access tokens. Errors are application/problem+json "
+                                "(RFC 9457)."},
         "servers": [{"url": API}],
         "security": [{"basic": []}, {"session": []}],
         "paths": _with_csrf_header(_paths()),

@@ -5,6 +5,11 @@ Both run the hot path (services.oauth.authenticator.Authenticator.authenticate_r
 one Redis round trip for consumer, token and the nonce, every check including the
 signature, then the nonce's verdict (a refused request's nonce is taken back). The
 result is put on ``req.context.oauth`` as an AuthContext.
+
+For the consumer's failure history (services/failures.py): a refused request is marked
+for the error handler that records it (services.http.errors.mark_signed_request), and an
+accepted one is counted in process memory — the accepted path makes no Redis round trip
+more than the hot path's one (docs/design.md, "One round trip").
 """
 
 from __future__ import annotations
@@ -15,15 +20,23 @@ from typing import Any
 import falcon
 
 from oauthledger.services.deps import Deps
+from oauthledger.services.failures import failure_history
 from oauthledger.services.http.context import signed_request
+from oauthledger.services.http.errors import mark_signed_request
 from oauthledger.services.oauth.authenticator import AuthContext
+from oauthledger.services.oauth.problems import OAuthProblem
 
 
 def authenticate(req: falcon.Request, deps: Deps) -> AuthContext:
     """Authenticate a signed resource request or raise OAuthProblem."""
     sreq, https = signed_request(req, deps)
-    ctx = deps.authenticator.authenticate_resource(sreq, https=https)
+    try:
+        ctx = deps.authenticator.authenticate_resource(sreq, https=https)
+    except OAuthProblem:
+        mark_signed_request(req, sreq, "resource")
+        raise
     req.context.oauth = ctx
+    failure_history(deps).note_accepted(ctx.consumer.key)
     return ctx
 
 

@@ -35,7 +35,7 @@ import hashlib
 import ipaddress
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -359,10 +359,13 @@ class Report:
     server_problem: dict[str, Any] | None = None
     diagnosis: list[Finding] = field(default_factory=list)
     hidden: list[str] = field(default_factory=list)
+    # Set when the report was rebuilt from the failure history (debug_history_entry):
+    # which refusal, and what the server answered then.
+    history: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON answer of the API and of ``--format json``."""
-        return {
+        out: dict[str, Any] = {
             "verdict": self.verdict,
             "summary": self.summary,
             "request": {"method": self.method, "url": self.url,
@@ -379,10 +382,17 @@ class Report:
             "diagnosis": [f.to_dict() for f in self.diagnosis],
             "hidden": list(self.hidden),
         }
+        if self.history is not None:
+            out["history"] = dict(self.history)
+        return out
 
     def to_text(self) -> str:
         """The report for a person (the CLI's default output)."""
         lines = [f"verdict: {self.verdict}", self.summary, ""]
+        if self.history is not None:
+            h = self.history
+            lines.append(f"refused:        {h['time']} request {h['requestId']} "
+                         f"({h['route']}): {h['oauthProblem']}")
         lines.append(f"request:        {self.method} {self.url}")
         if self.server_url is not None:
             lines.append(f"server URL:     {self.server_url}")
@@ -487,7 +497,7 @@ def _endpoint(base_uri: str, req: SignedRequest) -> tuple[str, str | None, bool]
     return "protected resource", "access", False
 
 
-def _mask_url(url: str, names: Sequence[str]) -> str:
+def mask_url(url: str, names: Sequence[str]) -> str:
     """``url`` with the query values of the parameters ``names`` replaced by
     :data:`MASK` (the rest of the URL as it was)."""
     head, sep, rest = url.partition("?")
@@ -501,7 +511,7 @@ def _mask_url(url: str, names: Sequence[str]) -> str:
     return f"{head}?{'&'.join(parts)}{hash_sign}{fragment}"
 
 
-def _masked(req: SignedRequest) -> SignedRequest:
+def masked_request(req: SignedRequest) -> SignedRequest:
     """``req`` with the values of secret parameters replaced by :data:`MASK`."""
     if not any(name in HIDDEN_PARAMETERS for name, _ in req.params):
         return req
@@ -554,22 +564,28 @@ def _token_view(token: str, creds: Credentials) -> dict[str, Any]:
 
 
 def debug_signature(dreq: DebugRequest, load: Loader, settings: Settings,
-                    now: float | None = None) -> Report:
+                    now: float | None = None, *, withheld: Collection[str] = ()) -> Report:
     """Debug one signed request; see the module docstring. ``load`` is called once,
     with the consumer key and token the request names, when it names them. ``now``
-    defaults to the current time (the timestamp window counts from it)."""
+    defaults to the current time (the timestamp window counts from it).
+
+    ``withheld`` names what the request carries only as :data:`MASK` because its value
+    was not kept (a request rebuilt from the failure history: verifiers, session
+    handles, a PLAINTEXT ``oauth_signature``; ``"body"`` when the body is not the one
+    sent). The debugger does not guess them: when the signature covers one, it is not
+    checked again, and without the body the ``oauth_body_hash`` is not either."""
     now = time.time() if now is None else now
     # Until the method is known, the signature in a query string is masked too (a
     # PLAINTEXT signature is the secrets).
     masked = (*HIDDEN_PARAMETERS, "oauth_signature")
     report = Report(verdict=INVALID, summary="", method=dreq.method,
-                    url=_mask_url(dreq.url, masked))
+                    url=mask_url(dreq.url, masked))
     try:
         server_url = _server_url(dreq, settings)
     except (ValueError, UnicodeError) as exc:
         report.summary = f"The server cannot rebuild a URL from this request: {exc}."
         return report
-    report.server_url = _mask_url(server_url, masked)
+    report.server_url = mask_url(server_url, masked)
     try:
         req = parse_request(dreq.method, server_url, dreq.headers, dreq.body,
                             dreq.content_type)
@@ -584,9 +600,9 @@ def debug_signature(dreq: DebugRequest, load: Loader, settings: Settings,
 
     if req.signature_method != PLAINTEXT:
         masked = HIDDEN_PARAMETERS
-        report.url = _mask_url(dreq.url, masked)
-        report.server_url = _mask_url(server_url, masked)
-    shown = _masked(req)
+        report.url = mask_url(dreq.url, masked)
+        report.server_url = mask_url(server_url, masked)
+    shown = masked_request(req)
     report.base_string_uri = req.base_uri
     report.parameters = _parameters(dreq, server_url, req)
     report.normalized_parameters = normalize_parameters(shown.params)
@@ -596,6 +612,9 @@ def debug_signature(dreq: DebugRequest, load: Loader, settings: Settings,
     report.signature = MASK if req.signature_method == PLAINTEXT else req.signature
     endpoint, kind, renewal = _endpoint(req.base_uri, req)
     report.endpoint = endpoint
+    # What the signature covers but the caller does not know (see the docstring).
+    blind = [n for n in dict.fromkeys(withheld) if n == "oauth_signature"
+             or any(name == n for name, _ in req.params)]
 
     creds = load(req.consumer_key, req.token)
     report.consumer = _consumer_view(req.consumer_key, creds)
@@ -618,6 +637,10 @@ def debug_signature(dreq: DebugRequest, load: Loader, settings: Settings,
             server_problem = problem
         except KeyError:
             server_problem = None  # a secret the caller did not open: told below
+    if blind and server_problem is not None and server_problem.problem == "signature_invalid":
+        # Computed over a stand-in value, so it says nothing; every check before the
+        # signature passed.
+        server_problem = None
     if server_problem is not None:
         report.server_problem = _problem_dict(server_problem)
 
@@ -636,7 +659,8 @@ def debug_signature(dreq: DebugRequest, load: Loader, settings: Settings,
     findings += _consumer_findings(req, consumer, creds, https, settings)
     findings += _timestamp_findings(req, now, settings.timestamp_window)
     findings += _token_findings(req, creds, settings, kind, renewal, https, now)
-    findings += _body_hash_findings(req, dreq)
+    if "body" not in withheld:
+        findings += _body_hash_findings(req, dreq)
 
     expected_token_secret = creds.token_secret if (
         kind is not None and req.token and creds.token is not None
@@ -649,14 +673,14 @@ def debug_signature(dreq: DebugRequest, load: Loader, settings: Settings,
         (needs_secret(method) and creds.consumer_secret is not None and token_checkable)
         or (method in RSA_METHODS and public_key is not None))
     matches: bool | None = None
-    if checkable:
+    if checkable and not blind:
         matches = verify(req, consumer_secret=creds.consumer_secret,
                          token_secret=expected_token_secret, public_key=public_key)
     report.signature_matches = matches
 
     explanations: list[tuple[Finding, ...]] = []
     unexplained: Finding | None = None
-    if not matches:
+    if not matches and not blind:
         explanations, stopped = _explain(dreq, settings, server_url, req, creds,
                                          expected_token_secret, public_key, token_checkable)
         for found in explanations:
@@ -679,7 +703,10 @@ def debug_signature(dreq: DebugRequest, load: Loader, settings: Settings,
                           "checked here.")
     elif matches is None:
         report.verdict = CANNOT_TELL
-        reason = _why_unchecked(req, consumer, creds, kind, public_key)
+        reason = (
+            "the failure history does not keep the value of " + ", ".join(blind)
+            + " (a secret), so the signature cannot be checked again"
+            if blind else _why_unchecked(req, consumer, creds, kind, public_key))
         report.summary = f"The debugger cannot tell whether the signature is right: {reason}."
         if len(explanations) == 1:
             report.summary += " " + " ".join(f.message for f in explanations[0])
@@ -698,6 +725,129 @@ def debug_signature(dreq: DebugRequest, load: Loader, settings: Settings,
             told = (unexplained or _no_match(method)).message
         report.summary = "The signature does not match. " + told
     return report
+
+
+# -- the failure history ----------------------------------------------------------------
+
+# Headers the URL rebuilder and the parameter reader look at (docs/oauth.md, "The URL
+# that is signed"); the history keeps these and a rebuilt Authorization header, nothing
+# else (no cookie, no Basic credentials).
+HISTORY_HEADERS = ("host", "forwarded", "x-forwarded-proto", "x-forwarded-host",
+                   "x-forwarded-port", "x-forwarded-prefix", "content-type")
+_HISTORY_HEADER_VALUE = 1024
+_HISTORY_BODY = 4096
+
+
+def _history_names(req: SignedRequest) -> tuple[str, ...]:
+    # Values that are secrets: verifiers and session handles always, and for PLAINTEXT
+    # the signature (it is the secrets themselves).
+    if req.signature_method == PLAINTEXT:
+        return (*HIDDEN_PARAMETERS, "oauth_signature")
+    return HIDDEN_PARAMETERS
+
+
+def history_request(method: str, url: str, headers: Mapping[str, str], body: bytes,
+                    remote_addr: str | None, req: SignedRequest) -> dict[str, Any] | None:
+    """What the failure history keeps of a refused request so that
+    :func:`debug_history_entry` can run the debugger on it later: the method, the URL as
+    received, the headers of :data:`HISTORY_HEADERS` (lower-case names), the OAuth
+    parameters of the Authorization header rebuilt, a form body re-encoded, and the
+    sender's address. Secret values (verifiers, session handles, a PLAINTEXT signature)
+    are replaced by :data:`MASK` wherever they occur and named in ``withheld``, as is
+    ``"body"`` when the body kept is not the one sent. None when the form body is too
+    large to keep (the entry then keeps the URL and base string only)."""
+    names = _history_names(req)
+    withheld: set[str] = set()
+    kept: dict[str, str] = {}
+    for name in HISTORY_HEADERS:
+        value = headers.get(name)
+        if value is not None and len(value) <= _HISTORY_HEADER_VALUE:
+            kept[name] = value
+    auth = headers.get("authorization")
+    pairs = None
+    if auth:
+        try:
+            pairs = parse_authorization(auth)
+        except OAuthProblem:
+            return None
+    if pairs:
+        withheld.update(n for n, _ in pairs if n in names)
+        kept["authorization"] = "OAuth " + ", ".join(
+            f'{escape(n)}="{escape(MASK if n in names else v)}"' for n, v in pairs)
+    query = url.partition("?")[2].partition("#")[0]
+    withheld.update(unquote_plus(part.partition("=")[0]) for part in query.split("&")
+                    if unquote_plus(part.partition("=")[0]) in names)
+    try:
+        form = body_params(body, kept.get("content-type")) or body_params(body, None)
+    except OAuthProblem:
+        form = []
+    text = ""
+    if form:
+        withheld.update(n for n, _ in form if n in names)
+        text = "&".join(f"{escape(n)}={escape(MASK if n in names else v)}" for n, v in form)
+        if len(text) > _HISTORY_BODY:
+            return None
+    if text.encode("utf-8") != body:
+        withheld.add("body")
+    return {"method": method, "url": mask_url(url, names), "headers": kept, "body": text,
+            "remoteAddr": remote_addr, "withheld": sorted(withheld)}
+
+
+def history_base_string(req: SignedRequest) -> str:
+    """The base string the server computed for ``req``, secrets masked as in a report."""
+    return base_string(masked_request(req))
+
+
+def debug_history_entry(consumer_key: str, entry: Mapping[str, Any], load: Loader,
+                        settings: Settings) -> Report:
+    """The debugger's report for a refused request of ``consumer_key``'s failure history
+    (services/failures.py): the request rebuilt from what the history kept
+    (:func:`history_request`), checked by the server's checks at the moment of the
+    refusal (the timestamp window counts from then), against the consumer and the token
+    as they are now. ``history`` in the report names the refusal and what the server
+    answered then. A value the history does not keep is not guessed (see
+    ``withheld`` of :func:`debug_signature`)."""
+    raw_time = entry.get("time")
+    when = float(raw_time) if isinstance(raw_time, int | float) else time.time()
+    history = {"consumerKey": consumer_key, "requestId": entry.get("requestId"),
+               "time": _iso(when), "route": entry.get("route"), "step": entry.get("step"),
+               "oauthProblem": entry.get("oauthProblem"), "status": entry.get("status"),
+               "advice": entry.get("advice"), "skewSeconds": entry.get("skewSeconds")}
+    report: Report | None = None
+    part = entry.get("request")
+    if isinstance(part, dict):
+        withheld = [n for n in part.get("withheld") or () if isinstance(n, str)]
+        try:
+            dreq = debug_request(part.get("method"), part.get("url"), part.get("headers"),
+                                 part.get("body") or "", part.get("remoteAddr"))
+        except ValidationError:
+            dreq = None
+        if dreq is not None:
+            report = debug_signature(dreq, load, settings, now=when, withheld=withheld)
+    if report is None:
+        report = _kept_only(entry)
+    report.history = history
+    report.summary = (f"From the failure history: request {history['requestId']} "
+                      f"({entry.get('method')} {history['route']}, {history['time']}) was "
+                      f"refused with {history['oauthProblem']}. {report.summary}")
+    return report
+
+
+def _kept_only(entry: Mapping[str, Any]) -> Report:
+    """A report from the URL and base string alone (the request was too large to keep
+    whole, or what was kept cannot be read as a request)."""
+    def text(name: str) -> str | None:
+        value = entry.get(name)
+        return value if isinstance(value, str) else None
+
+    return Report(
+        verdict=CANNOT_TELL,
+        summary=("The history kept only the URL and the base string of this request, so "
+                 "the debugger cannot check it again; compare the base string with the one "
+                 "the client computed."),
+        method=text("method") or "", url=text("url") or "", server_url=text("url"),
+        base_string=text("baseString"), signature_method=text("signatureMethod"),
+        signature=text("signature") or (MASK if text("signatureMethod") else None))
 
 
 def _public_key(consumer: ConsumerState) -> RSAPublicKey | None:

@@ -1,5 +1,6 @@
-"""The admin JSON API for consumers: /rest/oauthledger/1/consumers[/{key}], and
-/rest/oauthledger/1/consumer-secrets/{key} to replace a consumer's shared secret."""
+"""The admin JSON API for consumers: /rest/oauthledger/1/consumers[/{key}],
+/rest/oauthledger/1/consumer-secrets/{key} to replace a consumer's shared secret, and
+/rest/oauthledger/1/consumer-failures/{key}: its failure history (services/failures.py)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ from typing import Any
 
 import falcon
 
+from oauthledger.events.state import ConsumerState, consumer_stream
 from oauthledger.services import consumers as svc
 from oauthledger.services.deps import Deps
-from oauthledger.services.errors import ValidationError
+from oauthledger.services.errors import NotFound, ValidationError
+from oauthledger.services.failures import failure_history
 from oauthledger.services.http.access import ApiRefused, api_admin
 from oauthledger.services.http.api.base import API, ApiBase, json_body
 from oauthledger.services.http.context import meta
@@ -147,6 +150,34 @@ class ConsumerSecretResource(ApiBase):
         resp.media = body
 
 
+def failures_limit(raw: str | None, most: int) -> int | None:
+    """The ``limit`` query parameter: None when absent, else a whole number from 1 to
+    ``most`` (ValidationError names ``limit`` otherwise)."""
+    if raw is None:
+        return None
+    if not raw.isdigit() or not 1 <= int(raw) <= most:
+        raise ValidationError({"limit": f"must be a whole number from 1 to {most}"})
+    return int(raw)
+
+
+class ConsumerFailuresResource(ApiBase):
+    """GET a consumer's failure history: its refused signed requests newest first
+    (``?limit=N``), counted by problem for the last hour and day, and accepted vs refused
+    per hour over the last 24 hours. A removed consumer's history is kept too; a key
+    never registered is a 404. Read from Redis only (a 503 when it is down)."""
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, key: str) -> None:
+        api_admin(req, self.deps)
+        history = failure_history(self.deps)
+        limit = failures_limit(req.get_param("limit"), history.store.history)
+        state, _ = self.deps.ledger.load(consumer_stream(key))
+        if not isinstance(state, ConsumerState):
+            raise NotFound(f"no consumer with key {key!r}")
+        body = history.consumer_report(key, limit)
+        body["removed"] = state.removed
+        resp.media = body
+
+
 def add_routes(app: falcon.App, deps: Deps) -> None:
     """Mount the admin API and its 401/403/429 rendering."""
     app.add_route(f"{API}/consumers", ConsumersResource(deps))
@@ -154,6 +185,8 @@ def add_routes(app: falcon.App, deps: Deps) -> None:
     # Not /consumers/{key}/secret: a key may contain slashes, so /consumers/{key:path}
     # takes everything after /consumers/ and Falcon refuses a route below it.
     app.add_route(f"{API}/consumer-secrets/{{key:path}}", ConsumerSecretResource(deps))
+    # For the same reason not /consumers/{key}/failures.
+    app.add_route(f"{API}/consumer-failures/{{key:path}}", ConsumerFailuresResource(deps))
 
     def on_refused(req: falcon.Request, resp: falcon.Response, ex: ApiRefused,
                    params: dict) -> None:

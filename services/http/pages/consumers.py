@@ -1,21 +1,27 @@
 """The Consumers tab: the list, add by hand, add by URL (fetch the other application's
-consumer info, review, confirm), edit with the recent history, reset the shared secret,
-and remove. RSA keys under the recommended size are flagged wherever a consumer is
-shown (services.oauth.signatures.rsa_key_warning)."""
+consumer info, review, confirm), edit with the recent history and the failure history
+(refused signed requests, by problem, and a chart of accepted vs refused per hour), reset
+the shared secret, and remove. RSA keys under the recommended size are flagged wherever a
+consumer is shown (services.oauth.signatures.rsa_key_warning)."""
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import falcon
+import redis
 
 from oauthledger.events.state import UserState
 from oauthledger.services import consumers as svc
 from oauthledger.services import remote_fetch
 from oauthledger.services.deps import Deps
 from oauthledger.services.errors import Conflict, NotFound, ValidationError
+from oauthledger.services.failures import failure_history
 from oauthledger.services.http.context import meta
+from oauthledger.services.http.dance import human_duration
 from oauthledger.services.http.pages.base import (
     ADMIN,
     Page,
@@ -30,6 +36,13 @@ from oauthledger.services.oauth.signatures import METHODS, rsa_key_warning
 from oauthledger.services.sessions import Session
 
 CONSUMER_FLAGS = ("three_legged", "allow_impersonation", "allow_oauth10")
+# Refused requests listed on the consumer's page (the JSON API and the CLI give all).
+FAILURES_SHOWN = 50
+# The chart (inline SVG: the CSP allows no inline style, SVG presentation attributes
+# are not styles): one bar per hour, accepted below refused.
+CHART_BAR, CHART_GAP, CHART_HEIGHT = 18, 4, 120
+
+log = logging.getLogger(__name__)
 
 
 def _consumer_form_values(data: dict[str, str], multi: dict[str, list[str]]
@@ -102,9 +115,13 @@ class ConsumersPage(Page):
             return
         states = svc.list_consumers(self.deps.ledger)
         counts = svc.outstanding_tokens(self.deps.ledger, [s.key for s in states])
+        try:
+            unattributed: int | None = failure_history(self.deps).unattributed_last_day()
+        except redis.RedisError:
+            unattributed = None  # operational data: the list shows without it
         self.page(resp, "admin_consumers.html", *who, tab="consumers", consumers=states,
                   counts=counts, key_warnings={s.key: _key_warning(s) for s in states},
-                  notice=notice(req))
+                  notice=notice(req), unattributed=unattributed)
 
 
 class ConsumerAddPage(Page):
@@ -168,6 +185,59 @@ class ConsumerFetchPage(Page):
         _add_form(self, resp, user, sess, values, {}, fetched=info)
 
 
+def hour_label(start: float) -> str:
+    """``14:00`` (UTC) for an hour's start."""
+    return time.strftime("%H:00", time.gmtime(start))
+
+
+def failure_chart(hours: list[dict[str, Any]]) -> dict[str, Any]:
+    """Bar geometry for the chart of accepted vs refused requests per hour (oldest
+    first): each hour a stacked bar scaled to the busiest hour; a non-zero count is at
+    least one unit high so that a lone refusal still shows."""
+    peak = max((h["accepted"] + h["refused"] for h in hours), default=0)
+    bars = []
+    for i, h in enumerate(hours):
+        def height(n: int) -> int:
+            return 0 if n == 0 or peak == 0 else max(1, round(n * CHART_HEIGHT / peak))
+
+        acc, ref = height(h["accepted"]), height(h["refused"])
+        x = i * (CHART_BAR + CHART_GAP)
+        bars.append({**h, "label": hour_label(h["start"]), "x": x,
+                     "accepted_y": CHART_HEIGHT - acc, "accepted_h": acc,
+                     "refused_y": CHART_HEIGHT - acc - ref, "refused_h": ref,
+                     "tick": i % 6 == 0 or i == len(hours) - 1,
+                     # The last label ends at its bar's right edge, inside the chart.
+                     "anchor": "end" if i == len(hours) - 1 else "start",
+                     "text_x": x + CHART_BAR if i == len(hours) - 1 else x})
+    return {"bars": bars, "peak": peak, "bar": CHART_BAR, "height": CHART_HEIGHT,
+            "width": len(hours) * (CHART_BAR + CHART_GAP)}
+
+
+def failures_view(deps: Deps, key: str) -> dict[str, Any]:
+    """The consumer's failure history for its page, or ``{"unavailable": reason}``
+    when Redis cannot be read (the page shows the rest all the same)."""
+    try:
+        report = failure_history(deps).consumer_report(key)
+    except redis.RedisError as exc:
+        log.warning("failure history of %r not read (Redis: %s)", key, exc)
+        return {"unavailable": "Redis cannot be reached, so the failure history cannot "
+                               "be read now."}
+    report["shown"] = [{**e, "at": _at(e.get("time"))}
+                       for e in report["failures"][:FAILURES_SHOWN]]
+    for group in report["byProblem"]:
+        group["at"] = _at(group["latest"])
+    report["chart"] = failure_chart(report["hours"])
+    report["retention"] = human_duration(report["keeps"]["retentionSeconds"])
+    return report
+
+
+def _at(ts: object) -> str:
+    """A refusal's time for people: UTC, to the second."""
+    if not isinstance(ts, int | float):
+        return "—"
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
+
+
 def _edit_form(page: Page, resp: falcon.Response, user: UserState, sess: Session, key: str,
                values: dict[str, Any], errors: dict[str, str], status: int = 200,
                notice: str | None = None) -> None:
@@ -179,7 +249,8 @@ def _edit_form(page: Page, resp: falcon.Response, user: UserState, sess: Session
               methods=METHODS, fetched=None, consumer=state, notice=notice,
               key_warning=_key_warning(state),
               history=svc.consumer_history(page.deps.ledger, key, limit=20),
-              outstanding=svc.outstanding_tokens(page.deps.ledger, [key])[key])
+              outstanding=svc.outstanding_tokens(page.deps.ledger, [key])[key],
+              failures=failures_view(page.deps, key))
 
 
 class ConsumerEditPage(Page):
