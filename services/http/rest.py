@@ -21,7 +21,11 @@ from oauthledger.events.state import (
 from oauthledger.services.applinks_manifest import atlassian_time, product_version
 from oauthledger.services.deps import Deps
 from oauthledger.services.http.context import basic_credentials, read_body
-from oauthledger.services.http.errors import problem_json
+from oauthledger.services.http.errors import (
+    note_accepted,
+    problem_json,
+    record_verify_refusal,
+)
 from oauthledger.services.installation import DEFAULT_NAME, load_installation
 from oauthledger.services.oauth.problems import OAuthProblem
 from oauthledger.services.oauth.request import parse_request
@@ -160,14 +164,19 @@ class VerifyResource:
             problem_json(resp, 400, "Bad verify request",
                          'send JSON {"method": ..., "url": ..., "headers": {...}, "body": ...}')
             return
+        sreq = None
         try:
             # The caller submits the URL its client signed; parse_request normalizes it
             # (RFC 5849 §3.4.1.2) and refuses one it cannot use.
             sreq = parse_request(method, url, headers, body, headers.get("content-type"))
             ctx = deps.authenticator.authenticate_resource(sreq, https=url.startswith("https"))
         except OAuthProblem as problem:
+            # Refused on a resource server's behalf: in the consumer's failure history
+            # like a refusal of this server's own (docs/admin.md, "Failure history").
+            record_verify_refusal(req, deps, problem, method, url, headers, body, sreq)
             resp.media = _refused(problem, deps.settings.realm)
             return
+        note_accepted(deps, ctx.consumer.key)
         out: dict[str, Any] = {
             "valid": True,
             "user": ctx.user,

@@ -48,7 +48,9 @@ KQIDAQAB
 def deps(pg_url, redis_client, key_layout, tmp_path) -> Iterator[Deps]:
     """Deps on a fresh PostgreSQL schema and a test-unique Redis prefix, with an admin
     (``root``) and two plain users (``alice``, ``bob``)."""
-    with pg_deps(pg_url, redis_client, key_layout, tmp_path) as d:
+    # The tests send X-Request-Id from 127.0.0.1: a trusted proxy's header is believed.
+    with pg_deps(pg_url, redis_client, key_layout, tmp_path,
+                 TRUSTED_PROXIES="127.0.0.1/32") as d:
         register_user(d.ledger, "root", ADMIN_PW, admin=True, meta={"actor": "test"})
         register_user(d.ledger, "alice", USER_PW, meta={"actor": "test"})
         register_user(d.ledger, "bob", USER_PW, meta={"actor": "test"})

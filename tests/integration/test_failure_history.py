@@ -500,8 +500,6 @@ def test_the_verify_helper_records_a_refusal_for_a_resource_server(site: Site) -
     assert [f["code"] for f in report["diagnosis"]] == ["consumer_secret_only"]
 
 
-@pytest.mark.xfail(strict=True, reason="services/http/rest.py (not owned by the failure "
-                   "history's engineer) does not call record_verify_refusal yet")
 def test_the_verify_api_records_its_refusals(site: Site) -> None:
     secret = create_resource_server(site.deps.ledger, site.deps.sealer, "rs", "", META)
     url = "https://jira.example.com/rest/api/2/myself"

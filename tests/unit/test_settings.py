@@ -51,6 +51,11 @@ def test_reads_os_environ_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
 
 GOOD = [
     # (variable, value, attribute, expected)
+    ("LOG_FORMAT", "JSON", "log_format", "json"),
+    ("LOG_FORMAT", "plain", "log_format", "plain"),
+    ("METRICS_TOKEN", "t0ken", "metrics_token", "t0ken"),
+    ("FAILURE_HISTORY", "50", "failure_history", 50),
+    ("FAILURE_RETENTION", "1d", "failure_retention", 86400),
     ("DATA_DIR", "/srv/ol", "data_dir", Path("/srv/ol")),
     ("DATABASE_URL", "postgresql://u:p@db/ol", "database_url", "postgresql+psycopg://u:p@db/ol"),
     ("DATABASE_URL", "postgresql+psycopg://db/ol", "database_url", "postgresql+psycopg://db/ol"),
@@ -112,6 +117,10 @@ def test_renewal_ttl_defaults_to_access_ttl_plus_thirty_days() -> None:
 
 
 BAD = [
+    ("LOG_FORMAT", "xml"),
+    ("FAILURE_HISTORY", "0"),
+    ("FAILURE_HISTORY", "many"),
+    ("FAILURE_RETENTION", "forever"),
     ("DATABASE_URL", "mysql://db/ol"),
     ("DATABASE_URL", "not a url"),
     ("DATABASE_URL", "postgresql+psycopg2://db/ol"),
