@@ -19,6 +19,7 @@ from typing import Any
 
 from oauthledger.events import catalog as ev
 from oauthledger.events.errors import ConcurrencyConflict
+from oauthledger.events.metrics import metrics
 from oauthledger.events.readmodel import ReadModel
 from oauthledger.events.state import TokenState, fold, fold_stream, token_stream
 from oauthledger.events.store import EventStore
@@ -54,8 +55,25 @@ def sweep_expired(
     store: EventStore, read_model: ReadModel, now: float | None = None, limit: int = 1000,
     max_rounds: int = 100,
 ) -> SweepResult:
-    """Append the Expired events due at ``now`` and publish the new token states."""
-    now = time.time() if now is None else now
+    """Append the Expired events due at ``now`` and publish the new token states.
+
+    Counted in the expiry-sweep metrics (docs/operations.md, "Metrics"), here where the
+    Celery task and the embedded sweeper both pass: the tokens it expired, its duration,
+    success or failure."""
+    started = time.perf_counter()
+    try:
+        result = _sweep(store, read_model, time.time() if now is None else now, limit,
+                        max_rounds)
+    except BaseException as exc:
+        metrics().sweep_failed(exc, time.perf_counter() - started)
+        raise
+    metrics().swept(result.expired_access + result.expired_request,
+                    time.perf_counter() - started, time.time())
+    return result
+
+
+def _sweep(store: EventStore, read_model: ReadModel, now: float, limit: int,
+           max_rounds: int) -> SweepResult:
     access = request = conflicts = stale = 0
     seen: set[str] = set()
     for _ in range(max_rounds):

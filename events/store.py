@@ -41,6 +41,7 @@ from oauthledger.events.errors import (
     EventStoreError,
     StoreUnavailable,
 )
+from oauthledger.events.metrics import metrics
 from oauthledger.events.schema import GENESIS_HASH
 from oauthledger.events.store_backend import StoreAdapter, first_line
 from oauthledger.events.store_postgres import PostgresAdapter
@@ -262,8 +263,9 @@ class EventStore:
             write.expected_version is None for write in writes
         ):
             return []
+        started = time.perf_counter()
         try:
-            return list(starmap(RecordedEvent, self.adapter.append(writes, meta_text)))
+            rows = list(starmap(RecordedEvent, self.adapter.append(writes, meta_text)))
         except UnicodeEncodeError as exc:
             # Canonical JSON escapes NUL but keeps other text as is (events/chain.py), so
             # an event field holding an unpaired surrogate reaches the driver, which
@@ -272,6 +274,14 @@ class EventStore:
                 f"event data holds {exc.object[exc.start:exc.end]!r}, which is not "
                 "Unicode text the event store can hold (an unpaired surrogate)"
             ) from None
+        except EventStoreError as exc:
+            metrics().append_failed(exc, time.perf_counter() - started)
+            raise
+        # Counted here, where every writer passes (front ends, workers, the CLI):
+        # docs/operations.md, "Metrics".
+        metrics().appended((e for w in writes for e in w.events),
+                           time.perf_counter() - started)
+        return rows
 
     def _conflict_from(self, writes: Sequence[StreamWrite], exc: Exception) -> Exception:
         """Translate a unique violation that slipped past the explicit version check.

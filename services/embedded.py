@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 
 from oauthledger.events.expiry import sweep_expired
+from oauthledger.events.metrics import metrics
 from oauthledger.events.projection import project_pending
 from oauthledger.events.readmodel import ReadModel
 from oauthledger.events.rebuild import rebuild
@@ -115,6 +116,9 @@ class EmbeddedWorkers:
                 if now >= next_sweep:
                     sweep_expired(self.store, self.read_model, now=self.clock())
                     next_sweep = now + self.sweep_interval
-            except Exception:  # noqa: BLE001 - keep the thread alive; the next round retries
+            except Exception as exc:  # noqa: BLE001 - keep the thread alive; next round retries
                 self.errors += 1
+                # The same counter as a Celery task's failure (docs/operations.md,
+                # "Metrics"); the sweep's own metrics are counted by sweep_expired.
+                metrics().count_exception(exc, "worker")
                 log.exception("embedded worker round failed; retrying next round")

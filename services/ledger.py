@@ -25,6 +25,7 @@ from typing import Any
 import redis
 
 from oauthledger.events.catalog import Event
+from oauthledger.events.metrics import metrics
 from oauthledger.events.readmodel import ReadModel, iter_states
 from oauthledger.events.state import State, fold, fold_stream
 from oauthledger.events.store import EventStore, StreamWrite
@@ -124,6 +125,7 @@ class Ledger:
             # secret nobody saw, a retry that conflicts with itself); the projector brings
             # Redis up to date from the log instead (docs/read-model.md).
             deferred = PublishDeferred(records[-1].position if records else 0, str(exc))
+            metrics().dependency_error("redis", "publish")
             log.warning("%s", deferred.warning())
             watching = _WATCHING.get()
             if watching is not None:
@@ -137,4 +139,5 @@ class Ledger:
         try:
             self.wake()
         except Exception as exc:  # noqa: BLE001 - the broker being down must not fail a commit
+            metrics().dependency_error("broker", "wake")
             log.warning("could not wake the projector: %s", exc)

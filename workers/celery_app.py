@@ -16,12 +16,23 @@ wake-ups are coalesced in the task (``oauthledger.events.projection.project_coal
 one worker process loops while commits keep arriving, the others only flag more work, so a
 burst of per-commit messages does not turn into a queue of redundant projections
 (docs/workers.md).
+
+Metrics (docs/operations.md, "Metrics"): a worker is a process tree like a gunicorn
+server. Its main process makes the tree's metrics directory before the pool forks
+(``worker_init``), under the same base as the host's front ends
+(``PROMETHEUS_MULTIPROC_DIR``, else ``<data dir>/metrics``), so the front ends'
+``/metrics`` also reports the workers' sweeps, appends and errors; a pool process that
+exits is marked dead, and the directory goes when the worker shuts down. Beat runs no
+task and makes none.
 """
 
 from __future__ import annotations
 
-from celery import Celery
+from typing import Any
 
+from celery import Celery, signals
+
+from oauthledger.events import metrics as metrics_dirs
 from oauthledger.events.settings import Settings, SettingsError, load_settings
 
 TASK_PROJECT = "oauthledger.project"
@@ -71,3 +82,23 @@ def create_app(settings: Settings | None = None) -> Celery:
 
 
 app = create_app()
+
+
+@signals.worker_init.connect
+def _start_metrics(sender: Any = None, **_: Any) -> None:
+    """Main process, before the pool forks: the worker's metrics directory."""
+    settings: Settings = app.conf.oauthledger_settings
+    metrics_dirs.start_process_tree(settings.data_dir, "worker")
+
+
+@signals.worker_process_shutdown.connect
+def _pool_process_done(pid: int | None = None, **_: Any) -> None:
+    """A pool process about to exit: its live gauges leave the scrape."""
+    if pid is not None:
+        metrics_dirs.process_dead(pid)
+
+
+@signals.worker_shutdown.connect
+def _end_metrics(sender: Any = None, **_: Any) -> None:
+    """Main process, shutting down: remove the worker's metrics directory."""
+    metrics_dirs.end_process_tree()

@@ -16,6 +16,7 @@ from typing import Any
 from oauthledger.events.connections import open_redis, open_store
 from oauthledger.events.expiry import sweep_expired
 from oauthledger.events.keys import KeyLayout
+from oauthledger.events.metrics import metrics
 from oauthledger.events.projection import project_coalesced
 from oauthledger.events.readmodel import ReadModel
 from oauthledger.events.rebuild import rebuild
@@ -64,14 +65,16 @@ def _coalesced(task: Any, batch_size: int) -> dict[str, Any]:
 @app.task(name=TASK_PROJECT, bind=True)
 def project(self: Any, batch_size: int = 1000) -> dict[str, Any]:
     """Project pending events (sent by front ends after each commit)."""
-    return _coalesced(self, batch_size)
+    with metrics().counting_errors("worker"):
+        return _coalesced(self, batch_size)
 
 
 @app.task(name=TASK_CATCH_UP, bind=True)
 def catch_up(self: Any, batch_size: int = 1000) -> dict[str, Any]:
     """Beat: project whatever lost or delayed messages left behind (docs/design.md,
     "Idempotent projection")."""
-    return _coalesced(self, batch_size)
+    with metrics().counting_errors("worker"):
+        return _coalesced(self, batch_size)
 
 
 @app.task(name=TASK_SWEEP)
@@ -79,12 +82,15 @@ def sweep() -> dict[str, Any]:
     """Beat: append Expired events for tokens past due (docs/design.md, "Nothing
     scheduled days ahead")."""
     store, read_model = _deps()
-    result = sweep_expired(store, read_model).as_dict()
-    # Only beat sends this task, so when it last finished tells whether beat (and a
-    # worker to run its sweeps) is alive: `oauthledger doctor` reads it
-    # (docs/operations.md, "oauthledger doctor"). Recorded after the sweep, so a sweep
-    # that keeps failing shows as a stale time.
-    read_model.redis.set(read_model.keys.last_sweep, f"{time.time():.3f}")
+    # A store or Redis failure counts in oauthledger_dependency_errors_total (the sweep's
+    # own metrics are counted by sweep_expired): docs/operations.md, "Metrics".
+    with metrics().counting_errors("worker"):
+        result = sweep_expired(store, read_model).as_dict()
+        # Only beat sends this task, so when it last finished tells whether beat (and a
+        # worker to run its sweeps) is alive: `oauthledger doctor` reads it
+        # (docs/operations.md, "oauthledger doctor"). Recorded after the sweep, so a
+        # sweep that keeps failing shows as a stale time.
+        read_model.redis.set(read_model.keys.last_sweep, f"{time.time():.3f}")
     return result
 
 
@@ -93,6 +99,7 @@ def rebuild_task() -> dict[str, Any]:
     """Replay the log into a fresh namespace and switch to it."""
     store, read_model = _deps()
     try:
-        return rebuild(store, read_model).as_dict()
+        with metrics().counting_errors("worker"):
+            return rebuild(store, read_model).as_dict()
     except RebuildBusy:
         return {"skipped": "another rebuild is running"}

@@ -13,6 +13,7 @@ import falcon
 from oauthledger.events.settings import load_settings
 from oauthledger.services.deps import Deps, build_deps
 from oauthledger.services.http import applinks, dance, health, login, openapi, rest
+from oauthledger.services.http import metrics as metrics_http
 from oauthledger.services.http.api import connections as api_connections
 from oauthledger.services.http.api import consumer_info, service_providers, tokens
 from oauthledger.services.http.api import consumers as api_consumers
@@ -32,11 +33,16 @@ log = logging.getLogger(__name__)
 STATIC = Path(__file__).with_name("static")
 
 
-def create_app(deps: Deps) -> falcon.App:
-    """The WSGI app over ``deps``; opens no connection itself."""
+def create_app(deps: Deps, *, metrics: bool = True) -> falcon.App:
+    """The WSGI app over ``deps``; opens no connection itself. ``metrics=False`` leaves
+    out the request metrics and ``/metrics`` (bench/metrics_bench.py compares the two)."""
     if deps.templates is None:
         deps.templates = make_templates()
-    app = falcon.App(middleware=[RequestContext(deps), OAuthProtection(deps)])
+    # The metrics middleware goes first: its clock starts before the others run and its
+    # process_response runs last, after the error handlers have recorded the outcome
+    # (docs/operations.md, "Metrics").
+    middleware: list[object] = [metrics_http.RequestMetrics()] if metrics else []
+    app = falcon.App(middleware=[*middleware, RequestContext(deps), OAuthProtection(deps)])
     app.req_options.strip_url_path_trailing_slash = True
     install_error_handlers(app, deps)
     # One module per noun; each mounts its own routes.
@@ -45,6 +51,8 @@ def create_app(deps: Deps) -> falcon.App:
                    consumer_pages, consumer_info_pages, service_provider_pages,
                    connection_pages, debug_pages, token_pages):
         module.add_routes(app, deps)
+    if metrics:
+        metrics_http.add_routes(app, deps)
     app.add_static_route("/static", str(STATIC))
     return app
 

@@ -65,3 +65,38 @@ def post_worker_init(worker: Any) -> None:
                            "request will start it", exc)
     finally:
         client.close()
+
+
+def on_starting(server: Any) -> None:
+    """The master, before it forks a worker: this server's metrics directory, which
+    every worker inherits (PROMETHEUS_MULTIPROC_DIR), so one scrape of any worker counts
+    all of them (docs/operations.md, "Metrics"). A fresh directory per server start,
+    under PROMETHEUS_MULTIPROC_DIR when set, else ``<data dir>/metrics``."""
+    from oauthledger.events.metrics import start_process_tree
+
+    path = start_process_tree(_settings.data_dir, "web")
+    if path is not None:
+        server.log.info("metrics directory %s", path)
+
+
+def worker_exit(server: Any, worker: Any) -> None:
+    """The worker, exiting: the request observations it still holds go to its metrics
+    files, so they stay counted (services/http/metrics.py queues them)."""
+    from oauthledger.services.http.metrics import flush_pending
+
+    flush_pending()
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """The master, after a worker exited: its live gauges leave the scrape; its
+    counters stay until the server stops (prometheus-client, multiprocess mode)."""
+    from oauthledger.events.metrics import process_dead
+
+    process_dead(worker.pid)
+
+
+def on_exit(server: Any) -> None:
+    """The master, shutting down: remove this server's metrics directory."""
+    from oauthledger.events.metrics import end_process_tree
+
+    end_process_tree()
