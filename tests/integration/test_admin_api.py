@@ -203,7 +203,8 @@ def test_consumer_crud_history_and_refusals(client, deps):
         "key": "k2", "name": "x" * 300, "publicKey": "-----BEGIN PUBLIC KEY-----\nnope\n"
         "-----END PUBLIC KEY-----", "callbackUrl": "ftp://x", "description": "d" * 3000})
     assert bad2.status_code == 422
-    assert {"name", "public_key", "callback_url", "description"} <= set(bad2.json["errors"])
+    # Errors name the JSON fields the client sent (docs/admin.md, "The JSON API").
+    assert {"name", "publicKey", "callbackUrl", "description"} <= set(bad2.json["errors"])
     assert call(client, "GET", "/consumers/k2").status_code == 404  # nothing changed
 
     patched = call(client, "PATCH", "/consumers/confluence:42",
@@ -329,7 +330,7 @@ def test_remote_consumer_info_fetch(client, deps):
     def refused(base: str) -> str:
         resp = call(client, "GET", "/remote-consumer-info", params={"baseUrl": base})
         assert resp.status_code == 422, resp.text
-        return resp.json["errors"]["base_url"]
+        return resp.json["errors"]["baseUrl"]
 
     assert "http" in refused("ftp://example.com")
     assert "http" in refused("file:///etc/passwd")
@@ -376,8 +377,8 @@ def test_service_providers(client, deps):
         "name": "", "consumerKey": "has space", "requestTokenUrl": "javascript:alert(1)",
         "authorizeUrl": "https://ok.example", "accessTokenUrl": "nope"})
     assert bad.status_code == 422
-    assert set(bad.json["errors"]) == {"name", "consumer_key", "shared_secret",
-                                       "request_token_url", "access_token_url"}
+    assert set(bad.json["errors"]) == {"name", "consumerKey", "sharedSecret",
+                                       "requestTokenUrl", "accessTokenUrl"}
     assert call(client, "POST", "/service-providers",
                 body={**PROVIDER, "name": "x", "colour": 1}).status_code == 422
 

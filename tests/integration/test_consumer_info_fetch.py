@@ -136,7 +136,7 @@ def refusal(client, base: str) -> str:
     resp = fetch_via_api(client, base)
     assert resp.status_code == 422, resp.text
     assert resp.headers["Content-Type"].startswith("application/problem+json")
-    return resp.json["errors"]["base_url"]
+    return resp.json["errors"]["baseUrl"]
 
 
 def test_loopback_is_refused_by_default(strict_deps):
@@ -381,7 +381,7 @@ def test_the_server_never_fetches_from_itself(deps):
                                 + urlencode({"baseUrl": target}),
                                 auth=("root", ADMIN_PW), timeout=30)
             assert resp.status_code == 422, resp.text
-            assert "this server itself" in resp.json()["errors"]["base_url"], target
+            assert "this server itself" in resp.json()["errors"]["baseUrl"], target
     finally:
         server.shutdown()
         server.server_close()
@@ -398,6 +398,6 @@ def test_through_the_api_the_admins_own_host_is_this_server(client):
         resp = call(client, "GET", "/remote-consumer-info", params={"baseUrl": site.url},
                     headers={"Host": f"127.0.0.1:{site.port}"})
         assert resp.status_code == 422
-        assert "this server itself" in resp.json["errors"]["base_url"]
+        assert "this server itself" in resp.json["errors"]["baseUrl"]
         assert site.requests == []
 

@@ -73,11 +73,17 @@ class RemoteConsumerInfoResource(ApiBase):
         api_admin(req, self.deps)
         base = req.get_param("baseUrl") or ""
         if not base:
-            raise ValidationError({"base_url": "is required"})
+            raise ValidationError({"baseUrl": "is required"})
         # The request's environ tells the fetch this server's own addresses: a sync
         # worker must never fetch from itself.
         fetch_policy = remote_fetch.policy(self.deps.settings, req.env)
-        resp.media = remote_fetch.fetch_consumer_info(base, fetch_policy).view()
+        try:
+            info = remote_fetch.fetch_consumer_info(base, fetch_policy)
+        except ValidationError as exc:
+            # Named as the client sent it: the query parameter baseUrl.
+            raise ValidationError({("baseUrl" if k == "base_url" else k): v
+                                   for k, v in exc.fields.items()}) from None
+        resp.media = info.view()
 
 
 def add_routes(app: falcon.App, deps: Deps) -> None:

@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http import HTTPStatus
 from typing import Any
 
@@ -29,6 +31,21 @@ _FIELDS = {
     "allowOAuth10": ("allow_oauth10", bool),
     "allowPlaintextOverHttp": ("allow_plaintext_over_http", bool),
 }
+
+
+# Service field -> the JSON name a client sent: errors name what the client typed.
+_JSON_NAME = {field: name for name, (field, _) in _FIELDS.items()} | {
+    "callback_url": "callbackUrl", "public_key": "publicKey", "secret": "sharedSecret"}
+
+
+@contextmanager
+def json_field_names() -> Iterator[None]:
+    """Re-raise a ValidationError from the service with the JSON field names."""
+    try:
+        yield
+    except ValidationError as exc:
+        raise ValidationError({_JSON_NAME.get(k, k): v for k, v in exc.fields.items()}) \
+            from None
 
 
 def consumer_input(data: dict[str, Any]) -> svc.ConsumerInput:
@@ -72,8 +89,9 @@ class ConsumersResource(ApiBase):
         key = data.get("key")
         if not isinstance(key, str):
             raise ValidationError({"key": "is required"})
-        state, secret = svc.register_consumer(self.deps.ledger, self.deps.sealer, key,
-                                              consumer_input(data), meta(req, admin.name))
+        with json_field_names():
+            state, secret = svc.register_consumer(self.deps.ledger, self.deps.sealer, key,
+                                                  consumer_input(data), meta(req, admin.name))
         body = svc.consumer_public_view(state, 0)
         if secret is not None:
             body["sharedSecret"] = secret  # shown once, here, and never again
@@ -99,8 +117,9 @@ class ConsumerResource(ApiBase):
         data = json_body(req)
         if "key" in data and data["key"] != key:
             raise ValidationError({"key": "a consumer's key cannot change"})
-        state, secret = svc.update_consumer(self.deps.ledger, self.deps.sealer, key,
-                                            consumer_input(data), meta(req, admin.name))
+        with json_field_names():
+            state, secret = svc.update_consumer(self.deps.ledger, self.deps.sealer, key,
+                                                consumer_input(data), meta(req, admin.name))
         body = svc.consumer_public_view(state)
         if secret is not None:
             body["sharedSecret"] = secret

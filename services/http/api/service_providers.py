@@ -170,8 +170,7 @@ class ProvidersResource(ApiBase):
                                           _by_base_url(req, self.deps, body, admin.name),
                                           meta(req, admin.name))
             except ValidationError as exc:
-                # The base-URL form answers in the names it was sent (the hand-made
-                # form keeps the service's field names, as it always has).
+                # Errors name the JSON fields the client sent, not the service's.
                 raise _json_names(exc) from None
         else:
             data = provider_input(body)
@@ -179,8 +178,11 @@ class ProvidersResource(ApiBase):
                 # Signing with our RSA key needs the key pair to exist.
                 inst.ensure_installation(self.deps.ledger, self.deps.sealer,
                                          meta(req, admin.name))
-            state = prov.add_provider(self.deps.ledger, self.deps.sealer, data,
-                                      meta(req, admin.name))
+            try:
+                state = prov.add_provider(self.deps.ledger, self.deps.sealer, data,
+                                          meta(req, admin.name))
+            except ValidationError as exc:
+                raise _json_names(exc) from None
         resp.status = falcon.HTTP_201
         resp.set_header("Location", f"{API}/service-providers/{quote(state.name, safe='')}")
         view = prov.provider_view(state)
