@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import time
 
 import click
 
 from oauthledger.events.audit import (
     AuditError,
     ConnectionEntry,
+    iso,
     parse_timestamp,
     provider_history,
     state_at,
@@ -18,7 +21,12 @@ from oauthledger.events.audit import (
     user_connections,
     user_grants,
 )
+from oauthledger.events.state import user_stream
 from oauthledger.services.cli.main import CliContext, CliError, pass_cli
+
+# A moment further ahead than this is a typo (epoch milliseconds for seconds, a wrong
+# year), not a question about the log: it would answer "as of now" without saying so.
+_FUTURE_SLACK = 86400.0
 
 _FORMAT = click.option("--format", "fmt", type=click.Choice(["text", "json"]),
                        default="text", show_default=True)
@@ -39,7 +47,18 @@ def at_cmd(cli: CliContext, timestamp: str, fmt: str) -> None:
         moment = parse_timestamp(timestamp)
     except AuditError as exc:
         raise CliError(str(exc)) from None
-    result = state_at(cli.store, moment)
+    if not math.isfinite(moment) or moment > time.time() + _FUTURE_SLACK:
+        hint = " (epoch seconds, not milliseconds)" if moment > 1e11 else ""
+        raise CliError(f"{timestamp!r} is in the future{hint}: give a moment the log has "
+                       "seen, e.g. 2025-06-01T12:00:00Z")
+    store = cli.store
+    if store.head() == 0:
+        raise CliError("the event log is empty: nothing existed at any moment yet")
+    result = state_at(store, moment)
+    if result.position == 0:
+        first = next(store.read_all(0, limit=1))
+        raise CliError(f"{timestamp!r} is before the first event (position 1, at "
+                       f"{iso(first.time)}): nothing existed yet")
     if fmt == "json":
         click.echo(json.dumps(result.as_dict(), indent=2))
         return
@@ -91,6 +110,11 @@ def user_cmd(cli: CliContext, name: str, fmt: str) -> None:
     providers (connected, renewed, rejected, dropped: when, and by whom)."""
     grants = user_grants(cli.store, name)
     connections = user_connections(cli.store, name)
+    # Known to the log: registered, or named by a grant or a connection (a user signed
+    # in by the SSO header has no registration of its own).
+    if not grants and not connections and not cli.store.stream_version(user_stream(name)):
+        raise CliError(f"no user {name!r} in the event log: it never registered, made a "
+                       "grant or connected to a service provider")
     if fmt == "json":
         click.echo(json.dumps({"user": name,
                                "grants": [dataclasses.asdict(g) for g in grants],

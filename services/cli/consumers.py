@@ -222,7 +222,8 @@ def redis_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except redis.RedisError as exc:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise CliError(f"Redis cannot be reached: {first}") from None
+            raise CliError(f"Redis cannot be reached: {first} — fix: start Redis, or "
+                           "correct OAUTHLEDGER_REDIS_URL") from None
 
     return wrapper  # type: ignore[return-value]
 

@@ -13,7 +13,7 @@ import click
 
 from oauthledger.events.migrate import current_revision, head_revision, upgrade
 from oauthledger.services.cli.main import CliContext, pass_cli
-from oauthledger.services.cli.store_access import db_errors, open_unmigrated
+from oauthledger.services.cli.store_access import db_errors, open_unmigrated, store_exists
 
 
 @click.group("db")
@@ -45,12 +45,24 @@ def db_upgrade(cli_ctx: CliContext, revision: str) -> None:
 @db_errors
 def db_current(cli_ctx: CliContext, check: bool) -> None:
     """Show the revision the event store is at, and the newest one this code knows."""
+    head = head_revision()
+    if not store_exists(cli_ctx):
+        # Say so without creating it: a `db current` run from the wrong directory must
+        # not leave an empty installation behind.
+        from oauthledger.events.connections import sqlite_file
+
+        path = sqlite_file(cli_ctx.settings.database_url)
+        click.echo(f"(none) (no event database at {path.absolute() if path else '?'}; "
+                   f"this code's head is {head}: `oauthledger db upgrade` creates it, or "
+                   "point --data-dir or OAUTHLEDGER_DATA_DIR at the installation)")
+        if check:
+            click.get_current_context().exit(1)
+        return
     store = open_unmigrated(cli_ctx)
     try:
         current = current_revision(store.engine)
     finally:
         store.engine.dispose()
-    head = head_revision()
     if current == head:
         click.echo(f"{current} (head)")
         return

@@ -22,6 +22,7 @@ from oauthledger.services.cli.consumers import history_deps, redis_errors
 from oauthledger.services.cli.main import (
     CliContext,
     CliError,
+    cli_sealer,
     fail_on_service_errors,
     pass_cli,
 )
@@ -65,7 +66,6 @@ def debug_signature_command(ctx: CliContext, method: str, url: str | None,  # ty
     (not) match: the parameters and where they came from, the URL and base string the
     server uses, the verdict, and the diagnosis. Give the request (--url, -H, --data), or
     --request-id of a refused request in the failure history. Secrets are never printed."""
-    from oauthledger.events.connections import open_sealer
     from oauthledger.services.oauth.debugger import (
         Report,
         debug_request,
@@ -101,7 +101,7 @@ def debug_signature_command(ctx: CliContext, method: str, url: str | None,  # ty
     pairs = header_lines("\n".join(headers))
     dreq = debug_request(method, url, pairs, data, remote_addr)
     store = open_store(ctx)
-    sealer = open_sealer(ctx.settings)
+    sealer = cli_sealer(ctx)  # never starts a key file where there is none
     report = debug_signature(dreq, store_loader(store, sealer), ctx.settings)
     _print(report, fmt)
 

@@ -240,6 +240,7 @@ def tail(
     if after is not None and last is not None:
         raise click.UsageError("use either --after or --last, not both")
     store = open_store(cli_ctx)
+    _known_position(store, after)
     render = text_line if fmt == "text" else jsonl_line
     chain = ChainCheck(store) if check_chain else None
     out: TextIO = sys.stdout
@@ -290,6 +291,16 @@ def tail(
         out.flush()  # Ctrl-C or SIGTERM ends a follow cleanly, status 0
     except BrokenPipeError:
         _quiet_broken_pipe()
+
+
+def _known_position(store: EventStore, after: int | None) -> None:
+    """Refuse a position the log has not reached: "after 900" of a 12-event log names
+    nothing, and printing nothing would look like an empty answer."""
+    if after:
+        head = store.head()
+        if after > head:
+            raise CliError(f"position {after} is beyond the head of the event log "
+                           f"({head}): give --after 0..{head}")
 
 
 @contextmanager
@@ -372,6 +383,7 @@ def export(
 ) -> None:
     """Write every column of every event as JSON lines; sealed secrets stay sealed."""
     store = open_store(cli_ctx)
+    _known_position(store, after)
     chain = ChainCheck(store) if check_chain else None
     show = output is not None and _show_progress(progress)
     total = max(0, store.head() - after) if show else 0

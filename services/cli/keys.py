@@ -98,6 +98,9 @@ def rotate(cli_ctx: CliContext, stage: bool) -> None:
 def activate(cli_ctx: CliContext, key_id: str) -> None:
     """Make KEY_ID (already in the key file) the key new secrets are sealed with."""
     path = Path(cli_ctx.settings.secret_key_file)
+    if not path.exists():
+        # Before the lock: its file would start a data directory where there is none.
+        raise CliError(_missing(path))
     with _locked(path):
         ring = load_key_ring(path, create=False)
         previous = ring.active
@@ -105,6 +108,14 @@ def activate(cli_ctx: CliContext, key_id: str) -> None:
         _save(path, ring)
     click.echo(f"{path}: active key is now {key_id} (was {previous}); running servers and "
                "workers on this host seal with it from their next seal", err=True)
+
+
+def _missing(path: Path) -> str:
+    """The line for a key file that is not there: where the command looked, and how
+    to point elsewhere or start one."""
+    return (f"key file {path.absolute()} does not exist (it is created on first use, or by "
+            "`oauthledger keys rotate`) — fix: point to the installation with --data-dir "
+            "DIR, OAUTHLEDGER_DATA_DIR or OAUTHLEDGER_SECRET_KEY_FILE")
 
 
 def _save(path: Path, ring: KeyRing) -> None:
@@ -127,10 +138,7 @@ def list_keys(cli_ctx: CliContext, usage: bool, fmt: str) -> None:
     try:
         ring = load_key_ring(path, create=False)
     except SealingError as exc:
-        raise CliError(
-            f"{exc} (it is created on first use, or by `oauthledger keys rotate`)"
-            if not path.exists() else str(exc)
-        ) from None
+        raise CliError(_missing(path) if not path.exists() else str(exc)) from None
     counts: Counter[str] = Counter()
     if usage:
         from oauthledger.services.cli.events import row_object

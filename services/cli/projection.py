@@ -15,7 +15,7 @@ from oauthledger.events.projection import snapshot, status
 from oauthledger.events.readmodel import ReadModel
 from oauthledger.events.rebuild import rebuild
 from oauthledger.events.rebuild_lock import RebuildBusy, RebuildInterrupted
-from oauthledger.services.cli.main import CliContext, CliError, pass_cli
+from oauthledger.services.cli.main import CliContext, CliError, describe_error, pass_cli
 
 
 def _read_model(cli: CliContext) -> ReadModel:
@@ -31,7 +31,8 @@ def _read_model(cli: CliContext) -> ReadModel:
     try:
         client.ping()
     except redis.RedisError as exc:
-        raise CliError(f"Redis at {settings.redis_url} is unavailable: {exc}") from None
+        # One line naming the fix, the URL's password masked (the root group's wording).
+        raise CliError(describe_error(exc, cli) or str(exc)) from None
     return ReadModel(client, KeyLayout(settings.redis_prefix))
 
 

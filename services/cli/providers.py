@@ -6,11 +6,9 @@ JSON API; docs/cli.md, "Service providers")."""
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import json
 import sys
-from collections.abc import Callable
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO
 
 import click
 
@@ -23,38 +21,15 @@ from oauthledger.services.cli.main import (
     pass_cli,
     read_stdin_line,
 )
-from oauthledger.services.errors import ValidationError
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-# The service's field names (ProviderInput's) as this command's options, so that a
-# refusal names what to change on the command line.
-_OPTION = {"name": "NAME", "description": "--description", "consumer_key": "--consumer-key",
-           "shared_secret": "--secret", "use_rsa": "--use-rsa-key",
-           "request_token_url": "--request-token-url", "authorize_url": "--authorize-url",
-           "access_token_url": "--access-token-url", "base_url": "--base-url"}
-_HAND_OPTIONS = ("consumer_key", "secret", "secret_stdin", "use_rsa_key", "request_token_url",
-                 "authorize_url", "access_token_url")
+# The hand-added provider's options, refused together with --base-url. A field the
+# service refuses is named by its option by the root group (FIELD_OPTIONS in
+# services/cli/main.py).
+_HAND_OPTIONS = {"consumer_key": "--consumer-key", "secret": "--secret",
+                 "secret_stdin": "--secret-stdin", "use_rsa_key": "--use-rsa-key",
+                 "request_token_url": "--request-token-url", "authorize_url": "--authorize-url",
+                 "access_token_url": "--access-token-url"}
 CONSUMER_INFO_PATH = "/plugins/servlet/oauth/consumer-info"
-
-
-def provider_errors(fn: F) -> F:
-    """Expected failures as one line: a refused field named by its option, and a
-    provider that could not be reached (nothing was stored)."""
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        # Imported here: `oauthledger --help` loads no group's services (cli/main.py).
-        from oauthledger.services.connections import ProviderUnavailable
-
-        try:
-            return fn(*args, **kwargs)
-        except ValidationError as exc:
-            raise CliError("; ".join(f"{_OPTION.get(k, k)}: {v}"
-                                     for k, v in exc.fields.items())) from None
-        except ProviderUnavailable as exc:
-            raise CliError(str(exc)) from None
-
-    return wrapper  # type: ignore[return-value]
 
 
 def _when(seconds: float | int | None) -> str:
@@ -93,7 +68,6 @@ def provider() -> None:
 @click.option("--access-token-url", default=None)
 @pass_cli
 @fail_on_service_errors
-@provider_errors
 def provider_add(ctx: CliContext, name: str, base_url: str | None, description: str,
                  **hand: Any) -> None:
     """Add a service provider: by another application's base URL, or by hand (consumer
@@ -104,8 +78,7 @@ def provider_add(ctx: CliContext, name: str, base_url: str | None, description: 
     deps = app_deps(ctx)
     meta = cli_meta("provider-add")
     if base_url is not None:
-        given = [_OPTION.get(k, f"--{k.replace('_', '-')}") for k in _HAND_OPTIONS
-                 if hand.get(k)]
+        given = [option for k, option in _HAND_OPTIONS.items() if hand.get(k)]
         if given:
             raise CliError(f"{', '.join(given)}: not with --base-url (a provider added by "
                            "its base URL is signed with this installation's RSA key)")
@@ -199,7 +172,6 @@ def provider_show(ctx: CliContext, name: str) -> None:
                    "when they are the Atlassian paths under the old one")
 @pass_cli
 @fail_on_service_errors
-@provider_errors
 def provider_edit(ctx: CliContext, name: str, description: str | None,
                   consumer_key: str | None, secret: str | None, secret_stdin: bool,
                   use_rsa_key: bool, request_token_url: str | None, authorize_url: str | None,
@@ -322,7 +294,6 @@ def _header(text: str) -> tuple[str, str]:
               help="print the status line and the relayed headers before the body")
 @pass_cli
 @fail_on_service_errors
-@provider_errors
 def provider_call(ctx: CliContext, name: str, method: str, url: str, user: str,
                   headers: tuple[str, ...], data: str | None, data_file: BinaryIO | None,
                   include: bool) -> None:

@@ -13,6 +13,7 @@ from oauthledger.services.cli.main import (
     CliError,
     pass_cli,
 )
+from oauthledger.services.cli.preflight import check_dependencies, check_port_free, parse_bind
 from oauthledger.services.logs import configure_logging
 
 # gunicorn loads its config from an importable module ("python:" prefix), so the config
@@ -34,6 +35,11 @@ def serve(ctx: CliContext, bind: str, workers: int | None, threads: int | None) 
     if settings.embedded_broker and workers not in (None, 1):
         raise CliError("the embedded default runs in one process; set OAUTHLEDGER_DATABASE_URL, "
                        "OAUTHLEDGER_REDIS_URL and OAUTHLEDGER_BROKER_URL to run several workers")
+    # Everything that can be checked is checked before "serving on" is printed: the
+    # address, the store and Redis, the port. One line names what is wrong.
+    address = parse_bind(bind)
+    check_dependencies(settings)
+    check_port_free(address)
     # Create and migrate the embedded database before forking workers.
     _ = ctx.store
     args = [sys.executable, "-m", "gunicorn", "-c", GUNICORN_CONFIG, "--bind", bind]

@@ -6,6 +6,7 @@ import click
 
 from oauthledger.services.cli.main import (
     CliContext,
+    announce_created,
     app_deps,
     cli_meta,
     fail_on_service_errors,
@@ -34,13 +35,16 @@ def _read_password(password_stdin: bool) -> str:
 @fail_on_service_errors
 def user_add(ctx: CliContext, name: str, admin: bool, display_name: str | None,
              password_stdin: bool) -> None:
-    """Create a user (password hashed with argon2id)."""
-    from oauthledger.services.users import register_user
+    """Create a user (password hashed with argon2id). The first one may start a new
+    installation where there is none (the data directory, its database and key file)."""
+    from oauthledger.services.users import register_user, validate_password
 
     password = _read_password(password_stdin)
+    validate_password(password)  # before a new installation is started for nothing
     register_user(app_deps(ctx).ledger, name, password, admin=admin, display_name=display_name,
                   meta=cli_meta("user-add"))
     click.echo(f"user {name} added{' (admin)' if admin else ''}")
+    announce_created(ctx)
 
 
 @user.command("passwd")
@@ -52,7 +56,9 @@ def user_passwd(ctx: CliContext, name: str, password_stdin: bool) -> None:
     """Set a user's password."""
     from oauthledger.services.users import change_password
 
-    change_password(app_deps(ctx).ledger, name, _read_password(password_stdin), cli_meta("passwd"))
+    # The installation first: no password prompt in a directory that has none.
+    ledger = app_deps(ctx).ledger
+    change_password(ledger, name, _read_password(password_stdin), cli_meta("passwd"))
     click.echo(f"password of {name} changed")
 
 

@@ -144,6 +144,6 @@ def test_audit_user(audited: str) -> None:
          "decided_at": iso(T0 + 55), "access_tokens": ["AT3"], "outcome": "expired",
          "ended_at": iso(T0 + 760), "ended_by": "system:expiry-sweep"},
     ]
-    text = _run(audited, "audit", "user", "bob").output
-    assert "bob made no grants" in text
-    assert "bob has no connections to service providers" in text
+    # A name the log has never seen is not a user without grants: one line, exit 1.
+    unknown = _run(audited, "audit", "user", "bob")
+    assert unknown.exit_code == 1 and "no user 'bob'" in unknown.output, unknown.output

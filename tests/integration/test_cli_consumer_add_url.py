@@ -14,7 +14,9 @@ import pytest
 import requests
 from click.testing import CliRunner, Result
 
+from oauthledger.events.connections import open_sealer
 from oauthledger.events.keys import KeyLayout
+from oauthledger.events.settings import load_settings
 from oauthledger.services.cli import consumers as cli_consumers
 from oauthledger.services.cli.main import cli
 from oauthledger.services.installation import CONSUMER_INFO_PATH, parse_consumer_info
@@ -43,10 +45,13 @@ def cli_env(store_url: str, key_layout: KeyLayout, tmp_path: Path) -> dict[str, 
     test's prefix, loopback fetches allowed."""
     with migrated_store(store_url):
         pass
-    return {"OAUTHLEDGER_DATABASE_URL": store_url, "OAUTHLEDGER_REDIS_URL": REDIS_URL,
+    env = {"OAUTHLEDGER_DATABASE_URL": store_url, "OAUTHLEDGER_REDIS_URL": REDIS_URL,
             "OAUTHLEDGER_REDIS_PREFIX": key_layout.prefix,
             "OAUTHLEDGER_DATA_DIR": str(tmp_path / "data"),
             "OAUTHLEDGER_FETCH_ALLOW_PRIVATE": "true"}
+    # An installation exists: its key file (commands never create one silently).
+    open_sealer(load_settings(env))
+    return env
 
 
 def run(env: dict[str, str], *args: str) -> Result:

@@ -167,9 +167,9 @@ def test_add_by_base_url_connect_call_drop_remove(world: World) -> None:
                                                     "--user", "bob"))
     assert "no user named" in fails(run(w, "provider", "call", "B", "GET", MYSELF, "--user",
                                         "nobody"))
-    assert "url: must lie at" in fails(run(w, "provider", "call", "B", "GET",
+    assert "URL: must lie at" in fails(run(w, "provider", "call", "B", "GET",
                                            "https://evil.example/", "--user", "alice"))
-    assert "method:" in fails(run(w, "provider", "call", "B", "TRACE", MYSELF, "--user",
+    assert "METHOD:" in fails(run(w, "provider", "call", "B", "TRACE", MYSELF, "--user",
                                   "alice"))
     assert "'Name: value'" in fails(run(w, "provider", "call", "B", "GET", MYSELF, "--user",
                                         "alice", "-H", "no colon"))

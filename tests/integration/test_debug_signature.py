@@ -248,7 +248,7 @@ def test_cli_prints_the_report(data_dir) -> None:
 def test_cli_bad_input_is_one_line(data_dir) -> None:
     env, _, _ = data_dir
     for args, needle in ((["--url", "/relative"], "url:"),
-                         (["--url", URL, "-H", "no colon"], "headers:"),
+                         (["--url", URL, "-H", "no colon"], "--header:"),
                          (["--url", URL, "-d", "x", "--data-file", "-"], "not both")):
         result = CliRunner().invoke(cli, ["debug", "signature", *args], env=env)
         assert result.exit_code == 1, result.output

@@ -17,6 +17,7 @@ from oauthledger.services.cli import consumers as cli_consumers
 from oauthledger.services.cli.main import cli
 from oauthledger.services.consumers import ConsumerInput, register_consumer
 from oauthledger.services.ledger import Change
+from tests.conftest import embedded_deps_in
 from tests.integration.test_admin_api import (  # noqa: F401
     ADMIN_PW,
     app,
@@ -99,7 +100,11 @@ def test_a_removed_consumer_key_can_be_registered_again(client, deps):  # noqa: 
 
 
 def run(tmp_path: Path, *args: str) -> Result:
-    """The CLI on the embedded default in ``tmp_path`` (no server needed here)."""
+    """The CLI on the embedded default in ``tmp_path`` (no server needed here), on an
+    installation that exists (commands never create one silently)."""
+    if not (tmp_path / "data").exists():
+        with embedded_deps_in(tmp_path / "data"):
+            pass
     env = {"OAUTHLEDGER_DATA_DIR": str(tmp_path / "data"), "OAUTHLEDGER_DATABASE_URL": None,
            "OAUTHLEDGER_REDIS_URL": None, "OAUTHLEDGER_BROKER_URL": None,
            "OAUTHLEDGER_SECRET_KEY_FILE": None}
