@@ -62,7 +62,8 @@ INSTALLATION_STREAM = "installation"
 
 @dataclass(frozen=True)
 class ConsumerState:
-    """A consumer as it stands. ``removed`` consumers keep their key reserved."""
+    """A consumer as it stands. A ``removed`` consumer's key may be registered again,
+    which starts a new registration (``registered_at``)."""
 
     key: str
     name: str
