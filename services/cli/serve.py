@@ -8,6 +8,7 @@ import sys
 
 import click
 
+from oauthledger.events.settings import Settings
 from oauthledger.services.cli.main import (
     CliContext,
     CliError,
@@ -19,6 +20,17 @@ from oauthledger.services.logs import configure_logging
 # gunicorn loads its config from an importable module ("python:" prefix), so the config
 # ships inside the package and works the same from a wheel and from a checkout.
 GUNICORN_CONFIG = "python:oauthledger.services.http.gunicorn_conf"
+
+
+def run_mode(settings: Settings) -> str:
+    """The mode as it will run: "embedded default mode" only when nothing is external;
+    otherwise what the store, the read model and the workers are."""
+    if settings.is_sqlite and settings.embedded_redis and settings.embedded_broker:
+        return "embedded default mode"
+    store = "SQLite" if settings.is_sqlite else "PostgreSQL"
+    read_model = "embedded Redis" if settings.embedded_redis else "Redis"
+    workers = "in-process workers" if settings.embedded_broker else "Celery workers"
+    return f"{store}, {read_model}, {workers}"
 
 
 @click.command()
@@ -47,16 +59,16 @@ def serve(ctx: CliContext, bind: str, workers: int | None, threads: int | None) 
         args += ["--workers", str(workers)]
     if threads:
         args += ["--threads", str(threads)]
-    mode = "embedded default" if settings.embedded_broker else "production"
+    mode = run_mode(settings)
     if settings.log_format == "json":
         # Under a log collector every line of the process is JSON, this one too
         # (docs/operations.md, "Logs"); gunicorn's logger class takes over after the exec.
         configure_logging("json")
-        logging.getLogger(__name__).info("serving on http://%s (%s mode)", bind, mode)
+        logging.getLogger(__name__).info("serving on http://%s (%s)", bind, mode)
         for handler in logging.getLogger().handlers:
             handler.flush()
     else:
-        click.echo(f"oauthledger: serving on http://{bind} ({mode} mode)", err=True)
+        click.echo(f"oauthledger: serving on http://{bind} ({mode})", err=True)
     os.execv(sys.executable, args)
 
 

@@ -182,3 +182,19 @@ def test_a_sqlite_file_named_by_url_is_not_probed(tmp_path: Path) -> None:
     check_store(load_settings({"OAUTHLEDGER_DATA_DIR": str(tmp_path),
                                "OAUTHLEDGER_DATABASE_URL": url}))
     assert not (tmp_path / "elsewhere.sqlite3").exists()
+
+
+@pytest.mark.parametrize(("env", "mode"), [
+    ({}, "embedded default mode"),
+    ({"REDIS_URL": "redis://127.0.0.1:6379/0"}, "SQLite, Redis, in-process workers"),
+    ({"DATABASE_URL": "postgresql://db/ol", "REDIS_URL": "redis://r/0",
+      "BROKER_URL": "redis://r/1"}, "PostgreSQL, Redis, Celery workers"),
+])
+def test_serve_announces_the_mode_it_runs(env: dict[str, str], mode: str,
+                                          tmp_path: Path) -> None:
+    """"serving on" names what runs: never "embedded default" with a Redis URL set."""
+    from oauthledger.services.cli.serve import run_mode
+
+    settings = load_settings({"OAUTHLEDGER_DATA_DIR": str(tmp_path),
+                              **{f"OAUTHLEDGER_{k}": v for k, v in env.items()}})
+    assert run_mode(settings) == mode
