@@ -131,12 +131,19 @@ def wait_until(check: Callable[[], bool], what: str, process: Process | None = N
 
 
 def start_server(env: Mapping[str, str], workdir: Path, workers: int | None = 2,
-                 wait_for: str = "/healthz", port: int | None = None) -> Server:
+                 wait_for: str = "/healthz", port: int | None = None,
+                 skip_preflight: bool = False) -> Server:
     """``oauthledger serve`` (gunicorn with oauthledger.services.http.gunicorn_conf) on a
     free port (or ``port``: a restart where clients expect it); returns once ``wait_for``
-    answers 200. ``workers=None`` keeps the configuration's worker count (2 x cores + 1)."""
+    answers 200. ``workers=None`` keeps the configuration's worker count (2 x cores + 1).
+    ``skip_preflight`` starts gunicorn with the packaged config directly: a front end
+    whose dependency went down after it started (``serve`` refuses to start then)."""
     port = port or free_port()
-    args = [OAUTHLEDGER, "serve", "--bind", f"127.0.0.1:{port}"]
+    if skip_preflight:
+        args = [sys.executable, "-m", "gunicorn", "-c",
+                "python:oauthledger.services.http.gunicorn_conf", "--bind", f"127.0.0.1:{port}"]
+    else:
+        args = [OAUTHLEDGER, "serve", "--bind", f"127.0.0.1:{port}"]
     if workers is not None:
         args += ["--workers", str(workers)]
     proc = spawn(f"gunicorn-{port}", args, env, workdir)
@@ -220,10 +227,12 @@ class Stack:
         """A client of the stack's Redis."""
         return redis.Redis.from_url(self.env["OAUTHLEDGER_REDIS_URL"])
 
-    def start_server(self, workers: int = 2, **overrides: str) -> Server:
+    def start_server(self, workers: int = 2, skip_preflight: bool = False,
+                     **overrides: str) -> Server:
         """Another front end on this stack (optionally with other settings)."""
         env = {**self.env, **overrides}
-        server = start_server(env, self.workdir, workers=workers)
+        server = start_server(env, self.workdir, workers=workers,
+                              skip_preflight=skip_preflight)
         return server
 
     def close(self) -> None:
@@ -379,9 +388,10 @@ def _close_shared() -> None:
 
 
 @contextlib.contextmanager
-def extra_server(stack: Stack, **overrides: str) -> Iterator[Server]:
+def extra_server(stack: Stack, skip_preflight: bool = False,
+                 **overrides: str) -> Iterator[Server]:
     """A front end with other settings for the duration of a ``with`` block."""
-    server = stack.start_server(**overrides)
+    server = stack.start_server(skip_preflight=skip_preflight, **overrides)
     try:
         yield server
     finally:

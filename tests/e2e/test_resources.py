@@ -125,7 +125,8 @@ def test_readyz_names_redis_when_it_is_down(stack: s.Stack, consumer: s.Consumer
     """A front end pointed at a Redis port where nothing listens: alive, not ready, and
     says which dependency is down; protected calls get a 503 naming Redis, not a 500."""
     dead = f"redis://127.0.0.1:{s.free_port()}/0"
-    with s.extra_server(stack, OAUTHLEDGER_REDIS_URL=dead) as server:
+    # `serve` refuses to start with Redis down: this is Redis gone after the start.
+    with s.extra_server(stack, skip_preflight=True, OAUTHLEDGER_REDIS_URL=dead) as server:
         ready = requests.get(server.url + "/readyz", timeout=10)
         assert ready.status_code == 503
         checks = ready.json()["checks"]
@@ -139,7 +140,8 @@ def test_readyz_names_redis_when_it_is_down(stack: s.Stack, consumer: s.Consumer
 
 def test_readyz_names_the_store_when_it_is_down(stack: s.Stack) -> None:
     dead = f"postgresql+psycopg://postgres@127.0.0.1:{s.free_port()}/test"
-    with s.extra_server(stack, OAUTHLEDGER_DATABASE_URL=dead) as server:
+    # `serve` refuses to start with the store down: this is the store gone after the start.
+    with s.extra_server(stack, skip_preflight=True, OAUTHLEDGER_DATABASE_URL=dead) as server:
         ready = requests.get(server.url + "/readyz", timeout=20)
         assert ready.status_code == 503
         checks = ready.json()["checks"]
