@@ -380,15 +380,21 @@ def _exchange(conn: _PinnedConnection, target: Target,
     declared = resp.getheader("Content-Length") or ""
     if declared.isdigit() and int(declared) > policy.max_bytes:
         raise _Refused(NO_INFO, f"declares {declared} bytes, more than {policy.max_bytes}")
+    body = _read_capped(resp, policy.max_bytes)
+    if body is None:
+        raise _Refused(NO_INFO, f"sent more than {policy.max_bytes} bytes")
+    return resp.status, None, body
+
+
+def _read_capped(resp: http.client.HTTPResponse, max_bytes: int) -> bytes | None:
+    """The response body, or None once it passes ``max_bytes`` (reading stops there)."""
     body = bytearray()
-    while len(body) <= policy.max_bytes:
-        chunk = resp.read1(min(16384, policy.max_bytes + 1 - len(body)))
+    while len(body) <= max_bytes:
+        chunk = resp.read1(min(65536, max_bytes + 1 - len(body)))
         if not chunk:
             break
         body += chunk
-    if len(body) > policy.max_bytes:
-        raise _Refused(NO_INFO, f"sent more than {policy.max_bytes} bytes")
-    return resp.status, None, bytes(body)
+    return bytes(body) if len(body) <= max_bytes else None
 
 
 def _get(target: Target, addresses: Sequence[IPAddress], policy: FetchPolicy,
@@ -641,19 +647,13 @@ def send(method: str, url: str, headers: Mapping[str, str], body: bytes,
             collected: dict[str, list[str]] = {}
             for name, value in resp.getheaders():
                 collected.setdefault(name.lower(), []).append(value)
-            data = bytearray()
-            while len(data) <= policy.max_bytes:
-                chunk = resp.read1(min(65536, policy.max_bytes + 1 - len(data)))
-                if not chunk:
-                    break
-                data += chunk
-            if len(data) > policy.max_bytes:
+            data = _read_capped(resp, policy.max_bytes)
+            if data is None:
                 raise Unreachable(f"the service provider's answer is larger than "
                                   f"{policy.max_bytes} bytes")
             if conn.aborted:
                 raise Unreachable("the service provider did not answer in time")
-            return Answer(resp.status, {n: ", ".join(v) for n, v in collected.items()},
-                          bytes(data))
+            return Answer(resp.status, {n: ", ".join(v) for n, v in collected.items()}, data)
         except (OSError, http.client.HTTPException, ValueError) as exc:
             if conn.aborted:
                 raise Unreachable("the service provider did not answer in time") from None
