@@ -154,7 +154,7 @@ def main() -> None:
         workers = _gunicorn_workers(server)
         url = server.url + PATH
         print(f"server: {server.url} (gunicorn, {workers} {gunicorn_conf.worker_class} "
-              f"workers x {gunicorn_conf.threads} threads, "
+              f"workers x {gunicorn_conf.worker_connections} connections, "
               "oauthledger.services.http.gunicorn_conf); "
               f"load: wrk -t{opts.threads} -c{opts.connections} -d{opts.duration}s; "
               f"{os.cpu_count()} cores", flush=True)

@@ -20,6 +20,7 @@ from oauthledger.services.logs import configure_logging
 # gunicorn loads its config from an importable module ("python:" prefix), so the config
 # ships inside the package and works the same from a wheel and from a checkout.
 GUNICORN_CONFIG = "python:oauthledger.services.http.gunicorn_conf"
+SERVER_MODULE = "oauthledger.services.http.server"
 
 
 def run_mode(settings: Settings) -> str:
@@ -37,11 +38,11 @@ def run_mode(settings: Settings) -> str:
 @click.option("--bind", default="127.0.0.1:8080", show_default=True, help="HOST:PORT to listen on")
 @click.option("--workers", type=click.IntRange(1, 256), default=None,
               help="gunicorn worker processes (default: 1 embedded, 2 x cores + 1 otherwise)")
-@click.option("--threads", type=click.IntRange(1, 256), default=None,
-              help="request threads per worker (default: 16; a client that stalls "
-                   "mid-request holds one)")
+@click.option("--connections", type=click.IntRange(1, 100_000), default=None,
+              help="connections each worker serves at once (default: 1000; a client that "
+                   "stalls mid-request holds one)")
 @pass_cli
-def serve(ctx: CliContext, bind: str, workers: int | None, threads: int | None) -> None:
+def serve(ctx: CliContext, bind: str, workers: int | None, connections: int | None) -> None:
     """Run the HTTP server under gunicorn (the packaged oauthledger.services.http.gunicorn_conf)."""
     settings = ctx.settings
     if settings.embedded_broker and workers not in (None, 1):
@@ -54,11 +55,13 @@ def serve(ctx: CliContext, bind: str, workers: int | None, threads: int | None) 
     check_port_free(address)
     # Create and migrate the embedded database before forking workers.
     _ = ctx.store
-    args = [sys.executable, "-m", "gunicorn", "-c", GUNICORN_CONFIG, "--bind", bind]
+    # The launcher patches the standard library for gevent before gunicorn starts
+    # (docs/operations.md, "Worker model").
+    args = [sys.executable, "-m", SERVER_MODULE, "-c", GUNICORN_CONFIG, "--bind", bind]
     if workers:
         args += ["--workers", str(workers)]
-    if threads:
-        args += ["--threads", str(threads)]
+    if connections:
+        args += ["--worker-connections", str(connections)]
     mode = run_mode(settings)
     if settings.log_format == "json":
         # Under a log collector every line of the process is JSON, this one too

@@ -136,11 +136,12 @@ def start_server(env: Mapping[str, str], workdir: Path, workers: int | None = 2,
     """``oauthledger serve`` (gunicorn with oauthledger.services.http.gunicorn_conf) on a
     free port (or ``port``: a restart where clients expect it); returns once ``wait_for``
     answers 200. ``workers=None`` keeps the configuration's worker count (2 x cores + 1).
-    ``skip_preflight`` starts gunicorn with the packaged config directly: a front end
-    whose dependency went down after it started (``serve`` refuses to start then)."""
+    ``skip_preflight`` starts gunicorn as ``serve`` execs it, without serve's checks: a
+    front end whose dependency went down after it started (``serve`` refuses to start
+    then)."""
     port = port or free_port()
     if skip_preflight:
-        args = [sys.executable, "-m", "gunicorn", "-c",
+        args = [sys.executable, "-m", "oauthledger.services.http.server", "-c",
                 "python:oauthledger.services.http.gunicorn_conf", "--bind", f"127.0.0.1:{port}"]
     else:
         args = [OAUTHLEDGER, "serve", "--bind", f"127.0.0.1:{port}"]

@@ -19,7 +19,10 @@ import requests
 
 from tests.e2e import servers as s
 
-STALLED = 6  # connections that send half a request and wait
+# Connections that send half a request and wait: more than any thread pool a worker
+# could afford (the threaded worker used before had 16 threads per worker); under gevent
+# each holds one greenlet.
+STALLED = 100
 WORKER_TIMEOUT = 4  # seconds: gunicorn kills a worker silent for longer
 HOLD = 3 * WORKER_TIMEOUT  # how long the connections stay open while /healthz is asked
 HALF_REQUEST = b"GET /healthz HTTP/1.1\r\nHost: x\r\n"  # no blank line: headers unfinished
