@@ -21,13 +21,19 @@ configures the root logger, so the application's own records (services.logs) com
 the same format on standard error: this logger class is the logging half of the gunicorn
 composition root.
 
-It runs for every request, so the common case stays cheap: only atoms that can carry
-parameters are looked at, and only those holding an ``=`` (or its percent-encoding) are
-searched.
+It runs for every request, so the common case stays cheap (docs/BENCHMARKS.md, "Front
+end": gunicorn's own ``access`` was over a third of the CPU time of a ``/healthz``
+request): the atoms the configured ``access_log_format`` names are read from the
+format once, and only those are computed per request — not gunicorn's dictionary of
+every header and environ entry — and of them only the ones that can carry parameters are
+redacted, searched only when they hold an ``=`` (or its percent-encoding).
 """
 
 from __future__ import annotations
 
+import os
+import re
+import time
 from typing import Any
 
 from gunicorn.glogging import Logger
@@ -65,11 +71,26 @@ _REDACTED_WHOLE = frozenset((
 ))
 
 
+# The atoms this module computes itself (gunicorn's meaning, glogging.Logger.atoms); a
+# format naming any other (a header, an environ entry) takes gunicorn's full path.
+_CHEAP_ATOMS = frozenset("hlutrsmUqHbBfaTDMLp")
+_FORMAT_ATOM = re.compile(r"%\(([^)]*)\)")
+
+
+def format_atoms(access_log_format: str) -> frozenset[str] | None:
+    """The atoms an access_log_format names, or None when it names one that only
+    gunicorn's full atom dictionary has (or is not a plain ``%(name)s`` format)."""
+    names = frozenset(_FORMAT_ATOM.findall(access_log_format))
+    return names if names <= _CHEAP_ATOMS else None
+
+
 class RedactingLogger(Logger):
     """gunicorn's Logger whose lines never contain a secret parameter, in the format
     OAUTHLEDGER_LOG_FORMAT chooses; it also sets up the root logger for the app."""
 
     log_format = "plain"
+    _atom_names: frozenset[str] | None = None
+    _now: tuple[int, str] = (-1, "")
 
     def setup(self, cfg: Any) -> None:
         """gunicorn's handlers, then the chosen format on them and on the root logger
@@ -83,13 +104,23 @@ class RedactingLogger(Logger):
         # The application's records (logger "oauthledger...") on standard error, as
         # gunicorn's own error log, at gunicorn's level (--log-level).
         configure_logging(self.log_format, level=self.loglevel)
+        self._atom_names = format_atoms(cfg.access_log_format)
 
     def access(self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any
                ) -> None:
         """One access line: gunicorn's format (redacted) in plain, one JSON object with
         the request's fields in json."""
         if self.log_format != "json":
-            super().access(resp, req, environ, request_time)
+            if self._atom_names is None:  # a format naming headers or environ entries
+                super().access(resp, req, environ, request_time)
+                return
+            if not getattr(self, "access_log_enabled", self.cfg.accesslog):
+                return
+            try:
+                self.access_log.info(self.cfg.access_log_format,
+                                     self.cheap_atoms(resp, environ, request_time))
+            except Exception:  # as gunicorn's own access(): a log line never fails a request
+                self.error_log.exception("access log line failed")
             return
         # gunicorn >= 23 computes this once per configuration; older ones ask cfg.
         if not getattr(self, "access_log_enabled", self.cfg.accesslog):
@@ -101,6 +132,64 @@ class RedactingLogger(Logger):
                                  fields.get("status"), extra={RECORD_FIELDS: fields})
         except Exception:  # as gunicorn's own access(): a log line never fails a request
             self.error_log.exception("access log line failed")
+
+    def cheap_atoms(self, resp: Any, environ: dict[str, Any], request_time: Any
+                    ) -> dict[str, Any]:
+        """The atoms the access_log_format names, as gunicorn computes them, the text
+        ones redacted; nothing else is built."""
+        names = self._atom_names or frozenset()
+        out: dict[str, Any] = {}
+        for name in names:
+            if name == "h":
+                out[name] = environ.get("REMOTE_ADDR", "-")
+            elif name == "l":
+                out[name] = "-"
+            elif name == "u":
+                out[name] = redact(self._get_user(environ) or "-")
+            elif name == "t":
+                out[name] = self._timestamp()
+            elif name == "r":
+                out[name] = redact(f"{environ['REQUEST_METHOD']} {environ['RAW_URI']} "
+                                   f"{environ['SERVER_PROTOCOL']}")
+            elif name == "s":
+                status = resp.status
+                out[name] = status.split(None, 1)[0] if isinstance(status, str) else status
+            elif name == "m":
+                out[name] = environ.get("REQUEST_METHOD")
+            elif name == "U":
+                out[name] = redact(environ.get("PATH_INFO"))
+            elif name == "q":
+                out[name] = redact(environ.get("QUERY_STRING"))
+            elif name == "H":
+                out[name] = environ.get("SERVER_PROTOCOL")
+            elif name == "b":
+                sent = getattr(resp, "sent", None)
+                out[name] = str(sent) if sent is not None else "-"
+            elif name == "B":
+                out[name] = getattr(resp, "sent", None)
+            elif name == "f":
+                out[name] = redact(environ.get("HTTP_REFERER", "-"))
+            elif name == "a":
+                out[name] = redact(environ.get("HTTP_USER_AGENT", "-"))
+            elif name == "T":
+                out[name] = request_time.seconds
+            elif name == "D":
+                out[name] = request_time.seconds * 1000000 + request_time.microseconds
+            elif name == "M":
+                out[name] = request_time.seconds * 1000 + request_time.microseconds // 1000
+            elif name == "L":
+                out[name] = f"{request_time.seconds}.{request_time.microseconds:06d}"
+            elif name == "p":
+                out[name] = f"<{os.getpid()}>"
+        return out
+
+    def _timestamp(self) -> str:
+        # gunicorn's now(): Apache Common Log Format, formatted once per second.
+        second = int(time.time())
+        if self._now[0] != second:
+            self._now = (second, time.strftime("[%d/%b/%Y:%H:%M:%S %z]",
+                                               time.localtime(second)))
+        return self._now[1]
 
     def atoms(self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any
               ) -> dict[str, Any]:

@@ -210,3 +210,53 @@ def test_gunicorn_error_log_and_app_records_are_redacted(
     else:
         assert "[INFO]" not in lines[0] and "[ERROR]" in lines[0]
         assert "oauthledger.services.test: refused" in lines[1]
+
+
+# Every atom the cheap path computes itself, in one format (gunicorn's default format
+# names h l u t r s b f a).
+_ALL_CHEAP = " ".join(f"%({name})s" for name in "hlutrsmUqHbBfaTDMLp")
+
+
+@pytest.mark.parametrize("fmt", [Config().access_log_format, _ALL_CHEAP])
+def test_cheap_access_line_is_gunicorns_line_redacted(
+        fmt: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """The plain access line is built from the atoms the format names only; it is the
+    line gunicorn's own atoms give, with the same redaction."""
+    cfg = Config()
+    cfg.set("accesslog", "-")
+    cfg.set("access_log_format", fmt)
+    logger = RedactingLogger(cfg)
+    assert logger._atom_names is not None  # the cheap path is taken
+    environ = {
+        "REQUEST_METHOD": "GET", "SERVER_PROTOCOL": "HTTP/1.1", "PATH_INFO": "/x",
+        "RAW_URI": "/x?oauth_signature=s3cr3t%26t0k&a=1", "QUERY_STRING":
+        "oauth_signature=s3cr3t%26t0k&a=1", "REMOTE_ADDR": "10.1.2.3",
+        "HTTP_REFERER": "https://c.example/cb?oauth_verifier=v3r", "HTTP_USER_AGENT": "ua/1",
+        "HTTP_AUTHORIZATION": "Basic " + __import__("base64").b64encode(b"bob:pw").decode(),
+    }
+    req = SimpleNamespace(headers=[("USER-AGENT", "ua/1")])
+    resp = SimpleNamespace(status="401 Unauthorized", sent=123, headers=[])
+    took = datetime.timedelta(seconds=1, microseconds=2345)
+    logger.access(resp, req, environ, took)
+    cheap = capsys.readouterr().out.strip()
+    expected = redact(fmt % logger.atoms_wrapper_class(logger.atoms(resp, req, environ, took)))
+    # The timestamp and pid are the same within one test; compare whole lines.
+    assert cheap == expected
+    for secret in ("s3cr3t", "t0k", "v3r", "pw"):
+        assert secret not in cheap
+
+
+def test_a_format_naming_headers_takes_gunicorns_full_atoms(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = Config()
+    cfg.set("accesslog", "-")
+    cfg.set("access_log_format", '%(h)s "%({x-trace}i)s" "%({authorization}i)s"')
+    logger = RedactingLogger(cfg)
+    assert logger._atom_names is None
+    environ = {"REQUEST_METHOD": "GET", "SERVER_PROTOCOL": "HTTP/1.1", "PATH_INFO": "/",
+               "RAW_URI": "/", "QUERY_STRING": "", "REMOTE_ADDR": "10.1.2.3"}
+    req = SimpleNamespace(headers=[("X-TRACE", "t-1"), ("AUTHORIZATION", 'OAuth x="zzz"')])
+    resp = SimpleNamespace(status="200 OK", sent=1, headers=[])
+    logger.access(resp, req, environ, datetime.timedelta(microseconds=5))
+    line = capsys.readouterr().out.strip()
+    assert line == '10.1.2.3 "t-1" "[redacted]"'
