@@ -27,6 +27,7 @@ import redis
 from oauthledger.events import keys as k
 from oauthledger.events.expiry_index import DUE_LUA, INDEX_LUA, expiry_entries, expiry_ms
 from oauthledger.events.keys import KeyLayout
+from oauthledger.events.round_trip import RoundTrip
 from oauthledger.events.state import (
     INSTALLATION_STREAM,
     ConsumerState,
@@ -48,6 +49,9 @@ _KINDS: dict[str, tuple[type, str]] = {
     k.RESOURCE_SERVER: (ResourceServerState, "server_id"),
 }
 _CLASS_KIND = {cls: kind for kind, (cls, _) in _KINDS.items()}
+
+# Decoded consumer and token states the hot path remembers per process (ReadModel._decoded).
+_STATE_CACHE_LIMIT = 8192
 
 # Access-token keys outlive expiry by a day so a late call hears "token_expired", not
 # "token_rejected"; after that EXPIREAT reclaims the memory.
@@ -206,6 +210,9 @@ class ReadModel:
         # the same atomic MGET as the entities it reads.
         self._live_ns = self.keys.default_namespace
         self._due = client.register_script(DUE_LUA)
+        # The hot path's one round trip (events/round_trip.py).
+        self._round_trip = RoundTrip(client)
+        self._states: dict[tuple[str, str, bytes], Any] = {}
 
     # -- namespaces ------------------------------------------------------------------
 
@@ -307,33 +314,52 @@ class ReadModel:
                 # The nonce before the epoch: should the memory be emptied between the
                 # two, the MGET finds no epoch and a new one starts now, rather than the
                 # old epoch vouching for nonces that are already gone.
-                pipe = self.redis.pipeline(transaction=False)
-                pipe.set(self.keys.nonce(consumer_key, token or "", nonce[0], nonce[1]), "1",
-                         nx=True, ex=_nonce_ttl(nonce[2]))
-                pipe.mget([*names, self.keys.nonce_epoch])
-                recorded, raws = pipe.execute()
+                recorded, raws = self._round_trip.run((
+                    ("SET", self.keys.nonce(consumer_key, token or "", nonce[0], nonce[1]),
+                     "1", "EX", _nonce_ttl(nonce[2]), "NX"),
+                    ("MGET", *names, self.keys.nonce_epoch),
+                ))
                 fresh, raw_epoch = bool(recorded), raws[-1]
             else:
-                raws = self.redis.mget(names)
+                raws = self._round_trip.run((("MGET", *names),))[0]
             live = raws[0].decode() if isinstance(raws[0], bytes) else raws[0]
             live = live or self.keys.default_namespace
             if live == ns:
                 result = Lookup(
                     namespace=ns,
                     complete=raws[1] is not None,
-                    consumer=decode_value(k.CONSUMER, consumer_key, raws[2]),
-                    token=decode_value(k.TOKEN, token, raws[3]) if token else None,
+                    consumer=self._decoded(k.CONSUMER, consumer_key, raws[2]),
+                    token=self._decoded(k.TOKEN, token, raws[3]) if token else None,
                     nonce_fresh=fresh,
+                    nonce_epoch=None if raw_epoch is None else int(raw_epoch),
                 )
                 break
             ns = self._live_ns = live
         if result is None:
             result = Lookup(namespace=ns, complete=False, consumer=None, token=None,
                             nonce_fresh=fresh)
-        if fresh is None:
+        if fresh is None or result.nonce_epoch is not None:
             return result
         epoch = int(raw_epoch) if raw_epoch is not None else self._restart_epoch(now)
         return dataclasses.replace(result, nonce_epoch=epoch)
+
+    def _decoded(self, kind: str, ident: str, raw: bytes | None) -> Any:
+        """:func:`decode_value`, remembered per stored value: the value carries the
+        stream version, so an entry is exact for as long as that value is what Redis
+        holds, and a changed entity is a new value (a new cache key). The same consumer
+        and token are looked up by every call they sign; decoding the consumer's JSON and
+        the token's packed value again each time was a tenth of the hot path's own work.
+        Bounded; the states are frozen dataclasses, safe to share."""
+        if raw is None:
+            return None
+        key = (kind, ident, raw)
+        hit = self._states.get(key)
+        if hit is None:
+            hit = decode_value(kind, ident, raw)
+            if len(self._states) >= _STATE_CACHE_LIMIT:
+                self._states.clear()  # simple and rare: refilled by the next lookups
+            self._states[key] = hit
+        return hit
 
     def lookup_user(self, name: str, namespace: str) -> tuple[bool, UserState | None]:
         """A user's state for the hot path, in one round trip: one atomic MGET of the
