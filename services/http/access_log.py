@@ -31,6 +31,7 @@ redacted, searched only when they hold an ``=`` (or its percent-encoding).
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import time
@@ -44,6 +45,7 @@ from oauthledger.services.logs import (
     RECORD_FIELDS,
     REDACTED,
     SECRET_PARAMETERS,
+    RedactingFormatter,
     RequestLog,
     configure_logging,
     is_secret_parameter,
@@ -90,6 +92,7 @@ class RedactingLogger(Logger):
 
     log_format = "plain"
     _atom_names: frozenset[str] | None = None
+    _direct: list[logging.StreamHandler[Any]] = []  # noqa: RUF012 - replaced per setup
     _now: tuple[int, str] = (-1, "")
 
     def setup(self, cfg: Any) -> None:
@@ -105,6 +108,26 @@ class RedactingLogger(Logger):
         # gunicorn's own error log, at gunicorn's level (--log-level).
         configure_logging(self.log_format, level=self.loglevel)
         self._atom_names = format_atoms(cfg.access_log_format)
+        self._direct = self._plain_stream_handlers()
+
+    def _plain_stream_handlers(self) -> list[logging.StreamHandler[Any]]:
+        """The access log's handlers, when writing the line to their streams ourselves
+        is exactly what logging would do: gunicorn's own stream or file handlers with
+        its ``%(message)s`` formatter (redacted), no filters, INFO enabled. Otherwise
+        [] and every line goes through logging (a --log-config of the operator's)."""
+        log = self.access_log
+        handlers = log.handlers
+        if (self.log_format == "json" or not handlers or log.filters
+                or not log.isEnabledFor(logging.INFO)):
+            return []
+        for handler in handlers:
+            formatter = handler.formatter
+            if (not isinstance(handler, logging.StreamHandler) or handler.filters
+                    or handler.level > logging.INFO
+                    or not isinstance(formatter, RedactingFormatter)
+                    or getattr(formatter.inner, "_fmt", None) != "%(message)s"):
+                return []
+        return list(handlers)
 
     def access(self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any
                ) -> None:
@@ -117,8 +140,18 @@ class RedactingLogger(Logger):
             if not getattr(self, "access_log_enabled", self.cfg.accesslog):
                 return
             try:
-                self.access_log.info(self.cfg.access_log_format,
-                                     self.cheap_atoms(resp, environ, request_time))
+                atoms = self.cheap_atoms(resp, environ, request_time)
+                if not self._direct:
+                    self.access_log.info(self.cfg.access_log_format, atoms)
+                    return
+                # What logging would write (the handler's formatter: the message,
+                # redacted), without a LogRecord per request (docs/BENCHMARKS.md, "Front
+                # end"); flushed per line as StreamHandler does.
+                line = redact(self.cfg.access_log_format % atoms) or ""
+                for handler in self._direct:
+                    with handler.lock:  # type: ignore[union-attr]
+                        handler.stream.write(line + handler.terminator)
+                        handler.flush()
             except Exception:  # as gunicorn's own access(): a log line never fails a request
                 self.error_log.exception("access log line failed")
             return

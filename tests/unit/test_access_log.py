@@ -226,7 +226,14 @@ def test_cheap_access_line_is_gunicorns_line_redacted(
     cfg.set("accesslog", "-")
     cfg.set("access_log_format", fmt)
     logger = RedactingLogger(cfg)
+    # pytest's log capture hangs its own handlers on the logger; production has
+    # gunicorn's stream handler alone (with them, every line goes through logging).
+    for handler in list(logger.access_log.handlers):
+        if type(handler) is not logging.StreamHandler:
+            logger.access_log.removeHandler(handler)
+    logger._direct = logger._plain_stream_handlers()
     assert logger._atom_names is not None  # the cheap path is taken
+    assert logger._direct  # written to gunicorn's stream handler without a LogRecord
     environ = {
         "REQUEST_METHOD": "GET", "SERVER_PROTOCOL": "HTTP/1.1", "PATH_INFO": "/x",
         "RAW_URI": "/x?oauth_signature=s3cr3t%26t0k&a=1", "QUERY_STRING":
@@ -260,3 +267,29 @@ def test_a_format_naming_headers_takes_gunicorns_full_atoms(
     logger.access(resp, req, environ, datetime.timedelta(microseconds=5))
     line = capsys.readouterr().out.strip()
     assert line == '10.1.2.3 "t-1" "[redacted]"'
+
+
+def test_an_access_log_with_a_filter_goes_through_logging(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """An operator's filter (or any handler that is not gunicorn's own) sees every line:
+    the direct write is only taken where it is exactly what logging would do."""
+    cfg = Config()
+    cfg.set("accesslog", "-")
+    logger = RedactingLogger(cfg)
+    seen: list[str] = []
+
+    class Keep(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            seen.append(record.getMessage())
+            return True
+
+    logger.access_log.addFilter(Keep())
+    logger.setup(cfg)
+    assert logger._direct == []
+    environ = {"REQUEST_METHOD": "GET", "SERVER_PROTOCOL": "HTTP/1.1", "PATH_INFO": "/q",
+               "RAW_URI": "/q?oauth_verifier=v3r", "QUERY_STRING": "oauth_verifier=v3r",
+               "REMOTE_ADDR": "10.1.2.3"}
+    resp = SimpleNamespace(status="200 OK", sent=2, headers=[])
+    logger.access(resp, SimpleNamespace(headers=[]), environ, datetime.timedelta(0))
+    line = capsys.readouterr().out.strip()
+    assert len(seen) == 1 and "v3r" not in line and "GET /q?oauth_verifier=[redacted]" in line
