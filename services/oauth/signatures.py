@@ -53,9 +53,11 @@ def needs_secret(method: str) -> bool:
 
 
 # After normalization every character is unreserved, "%" (from an escape), "=" or "&",
-# so §3.6-encoding it again only touches those three: a C-level translate instead of
-# urllib's quote (several µs on a long string).
-_RE_ESCAPE_NORMALIZED = str.maketrans({"%": "%25", "=": "%3D", "&": "%26"})
+# so §3.6-encoding it again only touches those three: three C-level replaces ("%" first,
+# so the escapes it adds are not escaped again) instead of urllib's quote, and instead
+# of str.translate with a mapping, which looks up every character in a dict.
+def _escape_normalized(norm: str) -> str:
+    return norm.replace("%", "%25").replace("=", "%3D").replace("&", "%26")
 
 
 def normalize_parameters(params: tuple[tuple[str, str], ...]) -> str:
@@ -73,7 +75,7 @@ def base_string(req: SignedRequest, extra: tuple[tuple[str, str], ...] = ()) -> 
     norm = normalize_parameters(params)
     return (
         f"{escape(req.method)}&{escape(req.base_uri)}&"
-        f"{norm.translate(_RE_ESCAPE_NORMALIZED)}"
+        f"{_escape_normalized(norm)}"
     )
 
 

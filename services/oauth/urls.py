@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from urllib.parse import quote, urlsplit
 
 # RFC 3986 pchar plus "/" and "%" (already-encoded octets stay as they are): only raw
@@ -60,14 +61,21 @@ def is_trusted(remote_addr: str | None, trusted_proxies: Sequence[Network]) -> b
 
 
 def _join(scheme: str, netloc: str, prefix: str, path: str, query: str) -> str:
+    url = _url_without_query(scheme, netloc, prefix, path)
+    return f"{url}?{query}" if query else url
+
+
+@lru_cache(maxsize=4096)
+def _url_without_query(scheme: str, netloc: str, prefix: str, path: str) -> str:
+    # Per request on the hot path; a front end serves a bounded set of hosts and paths,
+    # so urllib's quote runs once per path (docs/BENCHMARKS.md, "Front end").
     path = quote(path or "/", safe=_PATH_SAFE)
     if not path.startswith("/"):
         path = "/" + path
     prefix = prefix.rstrip("/")
     if prefix and not (path == prefix or path.startswith(prefix + "/")):
         path = prefix + path
-    url = f"{scheme}://{netloc}{path}"
-    return f"{url}?{query}" if query else url
+    return f"{scheme}://{netloc}{path}"
 
 
 def _with_port(host: str, scheme: str, port: str | None) -> str:
