@@ -60,6 +60,7 @@ _FORM_TYPE = "application/x-www-form-urlencoded"
 # "Identifiers the database cannot hold").
 _UNUSABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
+_UNUSABLE_SEARCH = _UNUSABLE.search
 # Parameters checked by that rule: the protocol's own and its extensions
 # (xoauth_requestor_id names a user). Other parameters belong to the resource.
 _CHECKED_PREFIXES = ("oauth_", "xoauth_")
@@ -220,10 +221,12 @@ def parse_authorization(header: str) -> list[tuple[str, str]] | None:
             if "\\" in raw:
                 raw = _QUOTED_PAIR.sub(r"\1", raw)
             pairs.append((name, raw))
+    # Decoded only where there is something to decode: per request on the hot path.
+    where = "Authorization header"
     return [
         (
-            _pct_decode(name, "Authorization header", False),
-            _pct_decode(raw, "Authorization header", False),
+            _pct_decode(name, where, False) if "%" in name else name,
+            _pct_decode(raw, where, False) if "%" in raw else raw,
         )
         for name, raw in pairs
         if name.lower() != "realm"
@@ -347,8 +350,9 @@ def parse_request(
     for where, pairs in sources:
         seen_here: set[str] = set()
         for name, value in pairs:
-            if name.startswith(_CHECKED_PREFIXES):
-                _check_characters(name, value, where)
+            if name.startswith(_CHECKED_PREFIXES) and (_UNUSABLE_SEARCH(name)
+                                                       or _UNUSABLE_SEARCH(value)):
+                _check_characters(name, value, where)  # raises, naming the parameter
             if not name.startswith("oauth_"):
                 params.append((name, value))  # RFC 5849 §3.4.1.3.1: all of them, repeats too
                 continue

@@ -64,8 +64,13 @@ def normalize_parameters(params: tuple[tuple[str, str], ...]) -> str:
     """RFC 5849 §3.4.1.3.2: encode names and values, sort by name then value (byte
     order), join with "=" and "&". Same output as oauthlib's ``normalize_parameters``
     (the unit tests compare them), with the fast :func:`escape`."""
-    pairs = sorted([(escape(k), escape(v)) for k, v in params])
+    pairs = sorted([(_escape_name(k), escape(v)) for k, v in params])
     return "&".join([f"{k}={v}" for k, v in pairs])
+
+
+# Parameter names, methods and base URIs repeat from request to request (the oauth_*
+# names in every one); values (nonces, signatures) do not and are not remembered.
+_escape_name = lru_cache(maxsize=4096)(escape)
 
 
 def base_string(req: SignedRequest, extra: tuple[tuple[str, str], ...] = ()) -> str:
@@ -74,7 +79,7 @@ def base_string(req: SignedRequest, extra: tuple[tuple[str, str], ...] = ()) -> 
     params = req.params + extra if extra else req.params
     norm = normalize_parameters(params)
     return (
-        f"{escape(req.method)}&{escape(req.base_uri)}&"
+        f"{_escape_name(req.method)}&{_escape_name(req.base_uri)}&"
         f"{_escape_normalized(norm)}"
     )
 
