@@ -316,8 +316,9 @@ def parse_request(
     ``version_rejected``) for anything malformed; nothing else escapes.
     """
     try:
-        without_query, _, query = url.partition("?")
-        base_uri = _base_uri(without_query.partition("#")[0])  # RFC 5849 §3.4.1.2
+        # RFC 3986 §3.5: the fragment ends the URL, and a "?" inside it starts no query.
+        without_query, _, query = url.partition("#")[0].partition("?")
+        base_uri = _base_uri(without_query)  # RFC 5849 §3.4.1.2
     except ValueError as exc:
         raise OAuthProblem(
             "parameter_rejected", f"the request URL {url!r} cannot be used: {exc}"
@@ -335,7 +336,6 @@ def parse_request(
         header_params = parse_authorization(auth)
         if header_params:
             sources.append(("Authorization header", header_params))
-    query = query.partition("#")[0]
     if query:
         sources.append(("query string", parse_form(query, "query string")))
     form = body_params(body, content_type)

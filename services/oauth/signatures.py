@@ -14,7 +14,9 @@ import base64
 import binascii
 import hashlib
 import hmac
+from dataclasses import replace
 from functools import lru_cache
+from urllib.parse import unquote_to_bytes
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -224,11 +226,15 @@ def _verify_once(
 ) -> bool:
     if method in _HMAC_DIGEST:
         mac = _hmac(method, base, consumer_secret, token_secret)
+        # Compared as base64 text, not as decoded octets: decoding ignores the unused
+        # low bits of the last character (RFC 4648 §3.5), which would let several
+        # spellings of one signature verify. Constant time; non-ASCII text never equals.
+        expected = base64.b64encode(mac.digest())
         try:
-            sent = base64.b64decode(signature, validate=True)
-        except (binascii.Error, ValueError):
+            sent = signature.encode("ascii")
+        except UnicodeEncodeError:
             return False
-        return hmac.compare_digest(mac.digest(), sent)
+        return hmac.compare_digest(expected, sent)
     if method in _RSA_HASH:
         if public_key is None:
             return False
@@ -259,7 +265,33 @@ def verify(
     if _verify_once(method, base_string(req), req.signature, consumer_secret, token_secret,
                     public_key):
         return True
-    if req.repeated:
-        return _verify_once(method, base_string(req, req.repeated), req.signature,
+    if req.repeated and _verify_once(method, base_string(req, req.repeated), req.signature,
+                                     consumer_secret, token_secret, public_key):
+        return True
+    twice = _oauth_values_decoded_twice(req.params)
+    if twice is not None:
+        return _verify_once(method, base_string(replace(req, params=twice)), req.signature,
                             consumer_secret, token_secret, public_key)
     return False
+
+
+def _oauth_values_decoded_twice(params: tuple[tuple[str, str], ...]
+                                ) -> tuple[tuple[str, str], ...] | None:
+    """The parameters with every ``oauth_*`` value percent-decoded once more, or None
+    when that changes nothing. oauthlib's client (up to 3.2 at least), when it sends
+    the protocol parameters in the query or a form body, signs their values decoded
+    twice: a callback ``https://c.example/cb?next=%2Fhome`` is signed as ``...next=/home``
+    but sent as ``...next=%2Fhome``. RFC 5849 §3.4.1.3.1 decodes once, so such a request
+    is tried once more this way, only after the RFC's base string failed (docs/oauth.md,
+    "Where parameters may come from")."""
+    if not any("%" in v for k, v in params if k.startswith("oauth_")):
+        return None
+    out = []
+    for name, value in params:
+        if name.startswith("oauth_") and "%" in value:
+            try:
+                value = unquote_to_bytes(value).decode("utf-8")
+            except UnicodeDecodeError:
+                return None
+        out.append((name, value))
+    return tuple(out)
