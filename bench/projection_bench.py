@@ -9,8 +9,9 @@
    time from the append returning to the checkpoint covering that event in Redis.
 3. Redis bytes per active access token: MEMORY USAGE of the token key, plus the token's
    share of the expiry sorted set and of the user-token sets (their MEMORY USAGE divided
-   by their members). Not counted: the expires-dict entry Redis keeps for the key's
-   EXPIREAT and hash-table bucket arrays (Redis does not report them per key).
+   by their members). Not counted: hash-table bucket arrays (Redis does not report them
+   per key). bench/token_memory.py measures the whole cost (INFO used_memory over 1M
+   tokens, on a Redis server of its own).
 
     .venv/bin/python bench/projection_bench.py [--events 1000000] [--skip-lag]
         [--workers N] [--no-single]
@@ -138,7 +139,7 @@ def used_memory_per_token(client: redis.Redis, n: int, spread: float) -> None:
     long as the default ``ol`` (so key names have their production length), expiries
     spread over ``spread`` seconds. Reports MEMORY USAGE (token key + share of the expiry
     buckets and index) and the INFO used_memory delta, which counts everything Redis
-    allocated for them: keys, values, the expires-dict entries of EXPIREAT, hash-table
+    allocated for them: keys, values, expires-dict entries (ended tokens only), hash-table
     growth (the main dict's table doubles at powers of two, so that part depends on how
     many keys the database held before), expiry buckets and index."""
     import secrets

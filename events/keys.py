@@ -12,7 +12,8 @@ nonces, sessions and login throttles are not projections of the log and sit outs
                                             loops while others only flag more work)
     <ns>:checkpoint                      -> last projected log position
     <ns>:c:<consumer key>                -> "<stream version>|<consumer JSON>"
-    <ns>:t:<token>                       -> "<stream version>|<packed token>" (EXPIREAT)
+    <ns>:t:<token>                       -> "<stream version>|<packed token>" (EXAT
+                                            once it is not an active access token)
     <ns>:u:<user name>                   -> "<stream version>|<user JSON>"
     <ns>:i:installation, <ns>:p:<name>, <ns>:r:<id>  -> installation, providers, resource servers
     <ns>:expiry                          -> hash: expiry hour -> "<level> <split> <count>"

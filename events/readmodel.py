@@ -53,8 +53,9 @@ _CLASS_KIND = {cls: kind for kind, (cls, _) in _KINDS.items()}
 # Decoded consumer and token states the hot path remembers per process (ReadModel._decoded).
 _STATE_CACHE_LIMIT = 8192
 
-# Access-token keys outlive expiry by a day so a late call hears "token_expired", not
-# "token_rejected"; after that EXPIREAT reclaims the memory.
+# Token keys that left the active state (expired, revoked, renewed; request tokens
+# always) outlive their expiry by a day so a late call hears "token_expired", not
+# "token_rejected"; after that EXAT reclaims the memory (token_expire_at).
 EXPIRED_TOKEN_GRACE = 86400
 
 
@@ -180,13 +181,26 @@ class NonceRecord:
     epoch: int  # the second the nonce memory started remembering
 
 
+def token_expire_at(kind: str, status: str, expires_at: float) -> str:
+    """The EXAT of a token's key for the apply script and the rebuild's bulk writer, ''
+    for none (docs/read-model.md, "Token keys and their expiry"). An active access token
+    gets none: the expiry index lists it, the sweep turns it into an expired one when
+    due, and that state is written with EXAT expiry + grace; readers check expires_at to
+    the second meanwhile. A per-key EXAT would cost an expires-dict entry and its table
+    slot (about 40 bytes) on every live token. Every other state — an access token that
+    left the active state, any request token — lives until its expiry plus
+    :data:`EXPIRED_TOKEN_GRACE`."""
+    if kind == "access" and status == "active":
+        return ""
+    return str(int(expires_at) + EXPIRED_TOKEN_GRACE)
+
+
 def token_index_args(kind: str, status: str, expires_at: float) -> tuple[str, str]:
     """(expire_at, index op) of a token for the apply script (see ``_APPLY``)."""
-    expat = str(int(expires_at) + EXPIRED_TOKEN_GRACE)
+    expat = token_expire_at(kind, status, expires_at)
     if kind == "access":
         sign = "a+" if status == "active" else "a-"
         return expat, f"{sign}{expiry_ms(expires_at)}"
-    # A request token's key lives until it expires (plus the same grace).
     if status in ("pending", "approved"):
         return expat, "r+" + repr(expires_at)
     return expat, "r-"

@@ -46,11 +46,11 @@ from oauthledger.events.expiry_index import (
 )
 from oauthledger.events.keys import KeyLayout
 from oauthledger.events.readmodel import (
-    EXPIRED_TOKEN_GRACE,
     ReadModel,
     encode,
     entity_of,
     iter_states,
+    token_expire_at,
     token_index_args,
 )
 from oauthledger.events.rebuild_lock import RebuildBusy, RebuildInterrupted, RedisLock
@@ -66,7 +66,7 @@ from oauthledger.events.rebuild_workers import (
 )
 from oauthledger.events.state import State, TokenState, fold, fold_stream
 from oauthledger.events.store import EventStore, RecordedEvent
-from oauthledger.events.token_codec import encode_token
+from oauthledger.events.token_codec import ISSUED_AT_NOT_STORED, encode_token
 from oauthledger.events.token_lifecycle import TRANSITIONS, Transition
 
 # How long the rebuild lock lives without being extended. A rebuild extends it after
@@ -176,11 +176,11 @@ class RebuildResult:
 # -- the fold ------------------------------------------------------------------------------
 
 # A token being folded: [token, kind, status, consumer_key, secret_sealed, expires_at,
-# issued_at, user, version] — exactly the fields the read model stores
+# user, version] — exactly the fields the read model stores
 # (oauthledger.events.token_codec.TOKEN_FIELDS_NOT_IN_REDIS are not tracked).
 _ROW_FIELDS = ("token", "kind", "status", "consumer_key", "secret_sealed", "expires_at",
-               "issued_at", "user", "version")
-_TOKEN, _KIND, _STATUS, _CONSUMER, _SECRET, _EXPIRES, _ISSUED, _USER, _VERSION = range(9)
+               "user", "version")
+_TOKEN, _KIND, _STATUS, _CONSUMER, _SECRET, _EXPIRES, _USER, _VERSION = range(8)
 
 
 class RowTransition(NamedTuple):
@@ -243,7 +243,6 @@ class RowReplay:
         # here instead of folded, for the process of the previous range.
         self.foreign: list[RawRow] | None = [] if forwarding else None
         self._meta: str | None = None
-        self._time = 0.0
 
     def feed(self, rows: Iterable[RawRow]) -> None:
         """Fold a batch of rows (position order)."""
@@ -271,7 +270,9 @@ class RowReplay:
                         continue
                     d = loads(data)
                     if meta != self._meta:
-                        self._time = datetime.fromisoformat(loads(meta)["time"]).timestamp()
+                        # issued_at (the commit time) is not stored in Redis, but the
+                        # reference fold reads it: a row without one fails the same way.
+                        datetime.fromisoformat(loads(meta)["time"])
                         self._meta = meta
                     st = template.copy()
                     for i, key in copies:
@@ -279,7 +280,6 @@ class RowReplay:
                     if optional:
                         for i, key, default in optional:
                             st[i] = d.get(key, default)
-                    st[_ISSUED] = self._time
                     st[_VERSION] = ver
                     tokens[sid] = st
                     continue
@@ -333,11 +333,12 @@ class RowReplay:
         return len(self.tokens) + len(self.others)
 
     def states(self) -> list[State]:
-        """Every stream's state as the frozen state classes (tests, inspection)."""
+        """Every stream's state as the frozen state classes (tests, inspection); tokens
+        as the read model holds them (:func:`oauthledger.events.token_codec.redis_view`)."""
         out = [TokenState(token=t[_TOKEN], kind=t[_KIND], status=t[_STATUS],
                           consumer_key=t[_CONSUMER], secret_sealed=t[_SECRET],
-                          expires_at=t[_EXPIRES], issued_at=t[_ISSUED], user=t[_USER],
-                          version=t[_VERSION]) for t in self.tokens.values()]
+                          expires_at=t[_EXPIRES], issued_at=ISSUED_AT_NOT_STORED,
+                          user=t[_USER], version=t[_VERSION]) for t in self.tokens.values()]
         return out + [s for s in self.others.values() if s is not None]
 
     def apply_args(self, read_model: ReadModel, namespace: str, chunk: int
@@ -352,8 +353,7 @@ class RowReplay:
             kind, status, expires = t[_KIND], t[_STATUS], t[_EXPIRES]
             expat, op = token_index_args(kind, status, expires)
             args += ("t", t[_TOKEN], str(t[_VERSION]), encode_token(
-                kind, status, t[_CONSUMER], t[_SECRET], expires, t[_ISSUED], t[_USER]),
-                expat, op)
+                kind, status, t[_CONSUMER], t[_SECRET], expires, t[_USER]), expat, op)
             n += 1
             if n == chunk:
                 args[2] = str(n)
@@ -381,12 +381,12 @@ class RowReplay:
         n = 0
         requests: list[Any] = []
         prefix = f"{namespace}:t:"
-        grace = EXPIRED_TOKEN_GRACE
         for t in self.tokens.values():
             kind, status, expires, token = t[_KIND], t[_STATUS], t[_EXPIRES], t[_TOKEN]
+            # The same EXAT as the apply script's (none for an active access token).
             args += (prefix + token, b"%d|%b" % (t[_VERSION], encode_token(
-                kind, status, t[_CONSUMER], t[_SECRET], expires, t[_ISSUED], t[_USER])),
-                str(int(expires) + grace))
+                kind, status, t[_CONSUMER], t[_SECRET], expires, t[_USER])),
+                token_expire_at(kind, status, expires))
             if kind == "request" and status in ("pending", "approved"):
                 requests += (repr(expires), token)
             n += 1

@@ -1,11 +1,11 @@
 """How a token's state is encoded into, and decoded from, its Redis value.
 
-Token keys are the bulk of Redis memory (one per active access token; budget: 256 bytes
-per active access token, docs/read-model.md, "Memory"), so a token value is
-binary-packed and holds only the fields its Redis readers use — the hot path (kind,
-status, consumer, secret, expiry, user) and issued_at. Fields only the dance needs are
-left out (docs/design.md, "What Redis holds": the dance loads streams from the
-store) and decode to their defaults (None).
+Token keys are the bulk of Redis memory (one per active access token, docs/read-model.md,
+"Memory"), so a token value is binary-packed and holds only the fields its Redis readers
+use — the hot path's kind, status, consumer, secret, expiry and user. Fields only the
+dance or the pages need (``issued_at`` among them) are left out (docs/design.md, "What
+Redis holds": the dance and the pages load streams from the store) and decode to fixed
+values (:func:`redis_view`).
 
 The stored value is ``<stream version>|`` followed by :func:`encode_token`'s payload; the
 prefix belongs to the read model's apply script (:mod:`oauthledger.events.readmodel`).
@@ -24,11 +24,15 @@ from oauthledger.events.state import TokenState
 
 TOKEN_FIELDS_NOT_IN_REDIS = (
     "callback", "verifier_sealed", "session_handle_hash", "authorization_expires_at",
-    "request_token", "renewed_from", "successor", "verifier_failures",
+    "request_token", "renewed_from", "successor", "verifier_failures", "issued_at",
 )
-# What those fields decode to: the state class's defaults.
-_NOT_IN_REDIS_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TokenState)
-                          if f.name in TOKEN_FIELDS_NOT_IN_REDIS}
+# The value a field not stored decodes to: the state class's default, and for
+# ``issued_at`` (a required field: no default) 0.0. No reader of a decoded token uses it
+# (the pages and the dance read the store); its 8 bytes were a tenth of a token's value.
+ISSUED_AT_NOT_STORED = 0.0
+NOT_IN_REDIS_VALUES: dict[str, Any] = {
+    f.name: (ISSUED_AT_NOT_STORED if f.name == "issued_at" else f.default)
+    for f in dataclasses.fields(TokenState) if f.name in TOKEN_FIELDS_NOT_IN_REDIS}
 # (kind, status) <-> the low 4 bits of a token value's flags byte.
 _TOKEN_CODES = [
     ("request", "pending"), ("request", "approved"), ("request", "denied"),
@@ -39,15 +43,21 @@ _TOKEN_CODES = [
 _TOKEN_CODE = {pair: i for i, pair in enumerate(_TOKEN_CODES)}
 _HAS_USER = 0x10  # flags: a user name follows the consumer key
 _PACKED_SECRET = 0x20  # flags: the sealed secret is stored as key id + raw sealed bytes
-_HEAD = struct.Struct("<Bdd")  # flags, expires_at, issued_at (exact doubles)
+_NO_ISSUED = 0x40  # flags: no issued_at after expires_at (every value written now)
+_HEAD = struct.Struct("<Bd")  # flags, expires_at (an exact double: checked to the second)
+# Values written by earlier versions (no _NO_ISSUED flag) have issued_at after expires_at;
+# they decode too (issued_at skipped): the values in Redis stay readable after an upgrade.
+# Not the other way round (docs/read-model.md, "Token encoding").
+_OLD_HEAD_SIZE = struct.calcsize("<Bdd")
 
 
 def redis_view(state: Any) -> Any:
-    """The state as the read model holds it: tokens without the dance-only fields of
-    :data:`TOKEN_FIELDS_NOT_IN_REDIS`; other entities unchanged. Decoding an encoded
-    state gives ``redis_view(state)``."""
+    """The state as the read model holds it: tokens with the fields of
+    :data:`TOKEN_FIELDS_NOT_IN_REDIS` at :data:`NOT_IN_REDIS_VALUES` (their defaults;
+    ``issued_at`` 0.0); other entities unchanged. Decoding an encoded state gives
+    ``redis_view(state)``."""
     if isinstance(state, TokenState):
-        return dataclasses.replace(state, **_NOT_IN_REDIS_DEFAULTS)
+        return dataclasses.replace(state, **NOT_IN_REDIS_VALUES)
     return state
 
 
@@ -103,30 +113,31 @@ def _pack_secret(sealed: str) -> tuple[int, bytes]:
 
 
 def encode_token(kind: str, status: str, consumer_key: str, secret_sealed: str,
-                 expires_at: float, issued_at: float, user: str | None) -> bytes:
+                 expires_at: float, user: str | None) -> bytes:
     """The packed token payload (without the ``<version>|`` prefix): flags byte,
-    expires_at and issued_at as little-endian doubles, the consumer key and the user
+    expires_at as a little-endian double, the consumer key and the user
     (length-prefixed), then the sealed secret to the end."""
     flags, secret = _pack_secret(secret_sealed)
-    flags |= _TOKEN_CODE[(kind, status)]
+    flags |= _TOKEN_CODE[(kind, status)] | _NO_ISSUED
     if user is None:
-        return _HEAD.pack(flags, expires_at, issued_at) + _short(consumer_key) + secret
-    return (_HEAD.pack(flags | _HAS_USER, expires_at, issued_at) + _short(consumer_key)
+        return _HEAD.pack(flags, expires_at) + _short(consumer_key) + secret
+    return (_HEAD.pack(flags | _HAS_USER, expires_at) + _short(consumer_key)
             + _short(user) + secret)
 
 
 def encode_token_state(state: TokenState) -> bytes:
     """:func:`encode_token` of a token state."""
     return encode_token(state.kind, state.status, state.consumer_key, state.secret_sealed,
-                        state.expires_at, state.issued_at, state.user)
+                        state.expires_at, state.user)
 
 
 def decode_token(ident: str, version: int, buf: bytes) -> TokenState:
     """The token state ``ident`` at stream version ``version`` from its packed payload
-    ``buf`` (:func:`encode_token`); the fields not stored are None."""
-    flags, expires_at, issued_at = _HEAD.unpack_from(buf)
+    ``buf`` (:func:`encode_token`, or an earlier version's with issued_at); the fields
+    not stored are at :data:`NOT_IN_REDIS_VALUES`."""
+    flags, expires_at = _HEAD.unpack_from(buf)
     kind, status = _TOKEN_CODES[flags & 0x0F]
-    consumer, at = _read_short(buf, _HEAD.size)
+    consumer, at = _read_short(buf, _HEAD.size if flags & _NO_ISSUED else _OLD_HEAD_SIZE)
     user = None
     if flags & _HAS_USER:
         user, at = _read_short(buf, at)
@@ -136,5 +147,5 @@ def decode_token(ident: str, version: int, buf: bytes) -> TokenState:
         secret = buf[at:].decode("utf-8")
     return TokenState(
         token=ident, kind=kind, status=status, consumer_key=consumer, secret_sealed=secret,
-        expires_at=expires_at, issued_at=issued_at, user=user, version=version,
+        expires_at=expires_at, issued_at=ISSUED_AT_NOT_STORED, user=user, version=version,
     )

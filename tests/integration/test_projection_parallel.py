@@ -120,9 +120,16 @@ def test_parallel_rebuild_equals_one_process(store, redis_client, layouts, worke
     assert len(content["expiry"]) > 100 and "u:user1" in content
     assert many.get("u", "user1").disabled and many.get("c", "consumer-2").name == "Renamed"
     assert many.get("t", "late-request").status == "approved"
-    # Token keys carry their EXPIREAT in the parallel path too.
+    # Token keys carry the same expiry in the parallel path (docs/read-model.md, "Token
+    # keys and their expiry"): none while an access token is active (the expiry index
+    # lists it), expiry + grace once it has ended.
     token = content["expiry"][0][0]
-    assert redis_client.ttl(KeyLayout.entity(many.namespace(), "t", token)) > 0
+    assert redis_client.ttl(KeyLayout.entity(many.namespace(), "t", token)) == -1
+    tokens = [many.get("t", rel[2:]) for rel in content if rel.startswith("t:")]
+    ended = [t.token for t in tokens if t.kind == "access" and t.status != "active"]
+    assert len(ended) >= 50  # revoked, renewed, expired
+    for name in [*ended[:20], "late-request"]:
+        assert redis_client.ttl(KeyLayout.entity(many.namespace(), "t", name)) > 0, name
 
 
 def test_progress_is_reported_across_workers(store, redis_client, layouts) -> None:
