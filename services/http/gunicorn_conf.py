@@ -25,7 +25,7 @@ workers = 1 if _settings.embedded_broker else multiprocessing.cpu_count() * 2 + 
 # ``oauthledger serve`` patches the standard library before gunicorn starts
 # (oauthledger.services.http.server); run gunicorn directly and its gevent worker
 # patches each worker itself.
-worker_class = "gevent"
+worker_class = "oauthledger.services.http.worker.GeventWorker"
 worker_connections = 1000
 # Each worker opens its own connections after the fork (nothing connects at import).
 preload_app = False
