@@ -34,6 +34,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 import time
 from typing import Any
 
@@ -73,6 +74,10 @@ _REDACTED_WHOLE = frozenset((
 ))
 
 
+# How long a plain access line may wait in its stream's buffer (RedactingLogger.access);
+# a line also leaves when the buffer fills, and every line by a worker's clean exit.
+ACCESS_FLUSH_SECONDS = 0.25
+
 # The atoms this module computes itself (gunicorn's meaning, glogging.Logger.atoms); a
 # format naming any other (a header, an environ entry) takes gunicorn's full path.
 _CHEAP_ATOMS = frozenset("hlutrsmUqHbBfaTDMLp")
@@ -92,6 +97,9 @@ class RedactingLogger(Logger):
 
     log_format = "plain"
     _atom_names: frozenset[str] | None = None
+    _unflushed = False
+    _flusher: threading.Thread | None = None
+    _flusher_pid = 0
     _direct: list[logging.StreamHandler[Any]] = []  # noqa: RUF012 - replaced per setup
     _now: tuple[int, str] = (-1, "")
 
@@ -109,6 +117,35 @@ class RedactingLogger(Logger):
         configure_logging(self.log_format, level=self.loglevel)
         self._atom_names = format_atoms(cfg.access_log_format)
         self._direct = self._plain_stream_handlers()
+
+    def _start_flusher(self) -> None:
+        # One per worker process, started by its first access line (after the fork; a
+        # thread, or a greenlet under the gevent worker's patched threading).
+        if self._flusher_pid == os.getpid():
+            return
+        self._flusher_pid = os.getpid()
+        self._flusher = threading.Thread(target=self._flush_loop, daemon=True,
+                                         name="oauthledger-access-log")
+        self._flusher.start()
+
+    def _flush_loop(self) -> None:
+        while True:
+            time.sleep(ACCESS_FLUSH_SECONDS)
+            self.flush_access()
+
+    def flush_access(self) -> None:
+        """Write the buffered access lines out now (the flusher's tick; a worker's exit:
+        gunicorn_conf.worker_exit)."""
+        if not self._unflushed:
+            return
+        self._unflushed = False
+        for handler in self._direct:
+            try:
+                handler.flush()
+            except ValueError:
+                pass  # the stream is closed: the process is ending
+            except Exception:  # noqa: BLE001 - as logging: a log line never fails a request
+                handler.handleError(logging.makeLogRecord({"msg": "access log flush"}))
 
     def _plain_stream_handlers(self) -> list[logging.StreamHandler[Any]]:
         """The access log's handlers, when writing the line to their streams ourselves
@@ -145,13 +182,17 @@ class RedactingLogger(Logger):
                     self.access_log.info(self.cfg.access_log_format, atoms)
                     return
                 # What logging would write (the handler's formatter: the message,
-                # redacted), without a LogRecord per request (docs/BENCHMARKS.md, "Front
-                # end"); flushed per line as StreamHandler does.
+                # redacted), without a LogRecord per request, and without a write system
+                # call per request: lines collect in the stream's buffer, which the
+                # flusher writes out every ACCESS_FLUSH_SECONDS (docs/operations.md,
+                # "Logs"; docs/BENCHMARKS.md, "Front end").
                 line = redact(self.cfg.access_log_format % atoms) or ""
                 for handler in self._direct:
                     with handler.lock:  # type: ignore[union-attr]
                         handler.stream.write(line + handler.terminator)
-                        handler.flush()
+                self._unflushed = True
+                if self._flusher is None:
+                    self._start_flusher()
             except Exception:  # as gunicorn's own access(): a log line never fails a request
                 self.error_log.exception("access log line failed")
             return

@@ -83,10 +83,14 @@ def on_starting(server: Any) -> None:
 
 def worker_exit(server: Any, worker: Any) -> None:
     """The worker, exiting: the request observations it still holds go to its metrics
-    files, so they stay counted (services/http/metrics.py queues them)."""
+    files, so they stay counted (services/http/metrics.py queues them), and its buffered
+    access lines to the log (services/http/access_log.py)."""
     from oauthledger.services.http.metrics import flush_pending
 
     flush_pending()
+    flush_access = getattr(worker.log, "flush_access", None)
+    if flush_access is not None:
+        flush_access()
 
 
 def child_exit(server: Any, worker: Any) -> None:

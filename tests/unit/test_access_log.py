@@ -8,7 +8,9 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -283,13 +285,46 @@ def test_an_access_log_with_a_filter_goes_through_logging(
             seen.append(record.getMessage())
             return True
 
-    logger.access_log.addFilter(Keep())
-    logger.setup(cfg)
-    assert logger._direct == []
-    environ = {"REQUEST_METHOD": "GET", "SERVER_PROTOCOL": "HTTP/1.1", "PATH_INFO": "/q",
-               "RAW_URI": "/q?oauth_verifier=v3r", "QUERY_STRING": "oauth_verifier=v3r",
-               "REMOTE_ADDR": "10.1.2.3"}
-    resp = SimpleNamespace(status="200 OK", sent=2, headers=[])
-    logger.access(resp, SimpleNamespace(headers=[]), environ, datetime.timedelta(0))
+    keep = Keep()
+    logger.access_log.addFilter(keep)  # gunicorn's access logger is process-wide
+    try:
+        logger.setup(cfg)
+        assert logger._direct == []
+        environ = {"REQUEST_METHOD": "GET", "SERVER_PROTOCOL": "HTTP/1.1", "PATH_INFO": "/q",
+                   "RAW_URI": "/q?oauth_verifier=v3r", "QUERY_STRING": "oauth_verifier=v3r",
+                   "REMOTE_ADDR": "10.1.2.3"}
+        resp = SimpleNamespace(status="200 OK", sent=2, headers=[])
+        logger.access(resp, SimpleNamespace(headers=[]), environ, datetime.timedelta(0))
+    finally:
+        logger.access_log.removeFilter(keep)
     line = capsys.readouterr().out.strip()
     assert len(seen) == 1 and "v3r" not in line and "GET /q?oauth_verifier=[redacted]" in line
+
+
+def test_plain_access_lines_are_written_in_batches(tmp_path: Path) -> None:
+    """The plain line waits in the file's buffer (no write system call per request)
+    and leaves on the flusher's tick or the worker's exit (gunicorn_conf.worker_exit)."""
+    path = tmp_path / "access.log"
+    cfg = Config()
+    cfg.set("accesslog", str(path))
+    logger = RedactingLogger(cfg)
+    for handler in list(logger.access_log.handlers):  # pytest's capture handlers
+        if not isinstance(handler, logging.FileHandler):
+            logger.access_log.removeHandler(handler)
+    logger._direct = logger._plain_stream_handlers()
+    assert logger._direct
+    environ = {"REQUEST_METHOD": "GET", "SERVER_PROTOCOL": "HTTP/1.1", "PATH_INFO": "/healthz",
+               "RAW_URI": "/healthz", "QUERY_STRING": "", "REMOTE_ADDR": "10.1.2.3"}
+    resp = SimpleNamespace(status="200 OK", sent=3, headers=[])
+    for _ in range(3):
+        logger.access(resp, SimpleNamespace(headers=[]), environ, datetime.timedelta(0))
+    assert path.read_text() == ""  # buffered
+    logger.flush_access()
+    lines = path.read_text().splitlines()
+    assert len(lines) == 3 and all('"GET /healthz HTTP/1.1" 200 3' in line for line in lines)
+    # The flusher writes the next ones without being asked.
+    logger.access(resp, SimpleNamespace(headers=[]), environ, datetime.timedelta(0))
+    deadline = time.monotonic() + 5
+    while len(path.read_text().splitlines()) < 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(path.read_text().splitlines()) == 4
