@@ -8,10 +8,13 @@ parsing, the Redis round trip, the checks and signature, logging, metrics, ...).
 
 The stack is the production deployment bench/http_bench.py starts (PostgreSQL, Redis,
 a Celery worker keeping the projection, ``oauthledger serve --workers 1`` with the
-packaged gunicorn configuration). py-spy (``pip install py-spy``) samples only while a
-thread is on the CPU, so the table is CPU time; µs per request = CPU seconds in the
-window ÷ requests answered in it. Prints the table; ``--flamegraph`` also writes py-spy's
-SVG. Not a test: nothing asserts on a figure.
+packaged gunicorn configuration). The worker's CPU time per request is measured from
+/proc (user + system seconds in the window ÷ requests answered in it); py-spy
+(``pip install py-spy``) samples the thread holding the interpreter lock, so each part's
+µs are Python time, and the rest of the CPU time (system calls, C code that released the
+lock) is one line of its own.
+Prints the table; ``--flamegraph`` also writes py-spy's SVG. Not a test: nothing
+asserts on a figure.
 """
 
 from __future__ import annotations
@@ -49,10 +52,11 @@ PARTS: list[tuple[str, re.Pattern[str]]] = [
     ("access log", re.compile(r"access_log\.py|gunicorn/glogging\.py|[(/]logging/")),
     ("metrics and failure counts", re.compile(
         r"http/metrics\.py|prometheus_client|failures\.py")),
+    ("gunicorn: HTTP parsing, response writing", re.compile(
+        r"[(/]gunicorn|gunicorn_h1c|services/http/worker\.py")),
     ("app middleware and resource", re.compile(
         r"services/http/|services/logs\.py|[(/]oauthledger/|[(/]events/")),
     ("Falcon", re.compile(r"[(/]falcon/")),
-    ("gunicorn: HTTP parsing, response writing", re.compile(r"[(/]gunicorn|gunicorn_h1c")),
     # Last: the fallback (see classify).
     ("gevent loop and sockets", re.compile(
         r"[(/]gevent/|greenlet|selectors|threading\.py|socket\.py")),
@@ -71,17 +75,23 @@ def classify(frames: list[str]) -> str:
     return loop if any(loop_pattern.search(f) for f in frames) else "other"
 
 
-def summarize(raw: Path, requests: int, rate: int) -> list[tuple[str, float, float]]:
-    """(part, share of samples, µs per request) from py-spy's raw output."""
+def _cpu_seconds(pid: str) -> float:
+    """User + system CPU seconds of a process so far (/proc/<pid>/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def summarize(raw: Path, rate: int, requests: float) -> list[tuple[str, float, float]]:
+    """(part, share of samples, µs per request) from py-spy's raw output: each sample
+    stands for 1/rate seconds of Python running, spread over the requests answered."""
     counts: collections.Counter[str] = collections.Counter()
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         if stack and count.isdigit():
             counts[classify(stack.split(";"))] += int(count)
     total = sum(counts.values()) or 1
-    seconds = total / rate
-    per_request = seconds * 1e6 / max(1, requests)
-    return [(part, n / total, n / total * per_request) for part, n in counts.most_common()]
+    return [(part, n / total, n / rate * 1e6 / max(1.0, requests))
+            for part, n in counts.most_common()]
 
 
 def main() -> None:
@@ -122,23 +132,36 @@ def main() -> None:
              str(_script(tmp)), url, "--", str(headers), "1"],
             stdout=subprocess.PIPE, text=True)
         time.sleep(1.5)  # warm: keep-alive connections open, caches filled
+        cpu_before, wall_before = _cpu_seconds(worker), time.monotonic()
+        # --gil: only samples of the thread holding the interpreter lock, i.e. Python
+        # running; comparable between a threaded and an event-loop worker.
         subprocess.run([spy, "record", "-p", worker, "-d", str(opts.seconds), "-r",
-                        str(opts.rate), "-f", "raw", "-o", str(raw), "--nonblocking"],
-                       check=True, capture_output=True)
+                        str(opts.rate), "-f", "raw", "-o", str(raw), "--nonblocking",
+                        "--gil"], check=True, capture_output=True)
+        cpu = _cpu_seconds(worker) - cpu_before
+        wall = time.monotonic() - wall_before
         if opts.flamegraph:
             subprocess.run([spy, "record", "-p", worker, "-d", "2", "-r", str(opts.rate),
                             "-o", str(opts.flamegraph), "--nonblocking"],
                            check=True, capture_output=True)
         out = load.communicate()[0]
         rps = float(hb._RESULT.search(out).group(1))  # type: ignore[union-attr]
-        rows = summarize(raw, int(rps * opts.seconds), opts.rate)
+        requests = rps * wall
+        rows = summarize(raw, opts.rate, requests)
+        cpu_per_request = cpu * 1e6 / requests
+        rows.append(("outside Python: system calls, C code without the GIL", 0.0,
+                     max(0.0, cpu_per_request - sum(r[2] for r in rows))))
         print(f"{opts.method} GET {hb.PATH}, one gunicorn worker "
               f"({os.cpu_count()} cores), wrk -t1 -c{opts.connections}: {rps:.0f} req/s; "
-              f"py-spy {opts.rate}/s for {opts.seconds} s")
-        print(f"{'part':<44} {'share':>6} {'µs/request':>11}")
+              f"worker CPU {cpu / wall * 100:.0f} % of a core; py-spy {opts.rate}/s for "
+              f"{opts.seconds} s")
+        print(f"{'part (Python holding the GIL, then the rest)':<54} {'share':>6} "
+              f"{'µs/request':>11}")
         for part, share, micros in rows:
-            print(f"{part:<44} {share * 100:5.1f}% {micros:11.1f}")
-        print(f"{'total CPU per request':<44} {'':>6} {sum(r[2] for r in rows):11.1f}")
+            shown = f"{share * 100:5.1f}%" if share else ""
+            print(f"{part:<54} {shown:>6} {micros:11.1f}")
+        print(f"{'worker CPU per request (/proc: user + system)':<54} {'':>6} "
+              f"{cpu_per_request:11.1f}")
     finally:
         stack.close()
         shutil.rmtree(tmp, ignore_errors=True)
