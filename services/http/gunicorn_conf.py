@@ -3,6 +3,7 @@
 Names the app only as a string; settings come from oauthledger.events.settings like everywhere else.
 """
 
+import gc
 import multiprocessing
 import time
 from typing import Any
@@ -45,8 +46,9 @@ forwarded_allow_ips = ""
 
 
 def post_worker_init(worker: Any) -> None:
-    """Each worker, with its app loaded and before it accepts a connection: start the
-    nonce memory's epoch if there is none yet (a new installation, a Redis that lost its
+    """Each worker, with its app loaded and before it accepts a connection: freeze what is
+    loaded out of the garbage collector's way (below), and start the nonce memory's epoch
+    if there is none yet (a new installation, a Redis that lost its
     data), so that requests signed from now on pass the epoch rule (docs/oauth.md,
     "Replays across restarts"). The embedded default's start has set it already (SET NX
     keeps that). Best effort: if Redis is down now, the first signed request starts it."""
@@ -67,6 +69,12 @@ def post_worker_init(worker: Any) -> None:
                            "request will start it", exc)
     finally:
         client.close()
+    # Everything loaded so far (the app, its libraries: some 100,000 objects) lives as
+    # long as the worker. A full garbage collection walked all of it — 17 ms or more
+    # with the event loop stopped, every few seconds under load, which was the p99 of a
+    # busy front end. Frozen objects are left out of collections (docs/BENCHMARKS.md,
+    # "Front end").
+    gc.freeze()
 
 
 def on_starting(server: Any) -> None:

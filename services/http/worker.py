@@ -15,6 +15,9 @@ interim ``100 Continue``) sends it first. A response without a body (HEAD, 204, 
 therefore leaves when gunicorn turns to the connection's next request, immediately.
 TLS sockets are left as they are (gunicorn inspects them by type).
 
+The worker also yields to the event loop after every response (:class:`GeventWorker`),
+so that connections take turns.
+
 Deliberately a wrapper rather than a change to gunicorn's Response class: it keeps every
 line of gunicorn's HTTP handling (framing, chunking, error answers) as it is.
 """
@@ -24,6 +27,7 @@ from __future__ import annotations
 import ssl
 from typing import Any
 
+import gevent
 from gunicorn.workers.ggevent import GeventWorker as _GeventWorker
 
 _HEAD = b"HTTP/"
@@ -64,10 +68,21 @@ class OneWriteSocket:
 
 
 class GeventWorker(_GeventWorker):
-    """gunicorn's gevent worker with :class:`OneWriteSocket` connections."""
+    """gunicorn's gevent worker with :class:`OneWriteSocket` connections, taking turns
+    between connections after every response."""
 
     def handle(self, listener: Any, client: Any, addr: Any) -> None:
         """Serve one connection (gunicorn's handling, unchanged)."""
         if not isinstance(client, ssl.SSLSocket):
             client = OneWriteSocket(client)
         super().handle(listener, client, addr)
+
+    def handle_request(self, listener_name: Any, req: Any, sock: Any, addr: Any) -> Any:
+        """One request, then a turn for the other connections: a kept-alive client whose
+        next request is already waiting would otherwise be read and served without the
+        loop switching, again and again, while the other connections wait (a tail of
+        hundreds of milliseconds at full load with 16 busy connections)."""
+        try:
+            return super().handle_request(listener_name, req, sock, addr)
+        finally:
+            gevent.sleep(0)
