@@ -256,6 +256,50 @@ def connections_per_worker(server: s.Server) -> str:
     return f" (connections per worker {spread})"
 
 
+def _machine_jiffies() -> tuple[int, int]:
+    """(busy, total) CPU time of the whole machine so far, in clock ticks (/proc/stat)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def _process_jiffies(pids: list[str]) -> int:
+    """User + system CPU time of ``pids`` so far, in clock ticks."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total
+
+
+def worker_pids(server: s.Server) -> list[str]:
+    """The gunicorn worker processes of a front end (children of its arbiter)."""
+    return subprocess.run(["pgrep", "-P", str(server.process.proc.pid)],
+                          capture_output=True, text=True).stdout.split()
+
+
+class CpuShare:
+    """Cores used during a run: by a front end's workers and by the whole machine."""
+
+    def __init__(self, server: s.Server) -> None:
+        self.pids = worker_pids(server)
+        self.machine = _machine_jiffies()
+        self.front = _process_jiffies(self.pids)
+
+    def text(self) -> str:
+        """``front ends x.xx cores, everything else y.yy, of n``, since construction."""
+        busy, total = _machine_jiffies()
+        front = _process_jiffies(self.pids) - self.front
+        cores = os.cpu_count() or 1
+        elapsed = (total - self.machine[1]) / cores or 1
+        used = busy - self.machine[0]
+        return (f"; CPU: front end {front / elapsed:.2f} cores, everything else "
+                f"(wrk, Redis, ...) {(used - front) / elapsed:.2f}, of {cores}")
+
+
 def report_run(run: Run) -> None:
     """One line per run; WARNINGs for refusals, exhaustion and socket errors."""
     p50, p99 = run.percentiles_ms.get(50), run.percentiles_ms.get(99)
@@ -530,18 +574,34 @@ def main() -> None:
                                           opts.duration, opts.connections, tmp)
             report_run(runs["health"])
             for target in (hmac_target, rsa_target):
+                share = CpuShare(one)
                 runs[target.key] = run_signed(target.label, target.url, opts.duration,
                                               opts.connections, files[target.key], tmp)
+                runs[target.key].label += share.text()
                 report_run(runs[target.key])
             goal = PACED_SHARE * runs["hmac"].rate
             runs["paced"] = run_signed(f"HMAC-SHA1 paced to {goal:,.0f}/s", hmac_target.url,
                                        opts.duration, opts.connections, files["paced"], tmp,
                                        rate=goal, pacing=opts.pacing)
             report_run(runs["paced"])
+            # The same pacing against bare Falcon at 70 % of its own maximum: what this
+            # load generator and machine give an app that does nothing (a floor for the
+            # latency row, not a target).
+            control_goal = PACED_SHARE * runs["bare"].rate
+            control_headers = tmp / "control.txt"
+            control_headers.write_text(
+                "OAuth unused\n" * (int(control_goal * opts.duration * HEADROOM) + 200))
+            runs["control"] = run_signed(f"bare Falcon paced to {control_goal:,.0f}/s",
+                                         bare.url + REFERENCE_PATH, opts.duration,
+                                         opts.connections, control_headers, tmp,
+                                         rate=control_goal, pacing=opts.pacing)
+            report_run(runs["control"])
             if w3_target is not None:
+                share = CpuShare(three)
                 runs["w3"] = run_signed(w3_target.label, w3_target.url, opts.duration,
                                         opts.connections, files["w3"], tmp,
                                         midway=lambda: connections_per_worker(three))
+                runs["w3"].label += share.text()
                 report_run(runs["w3"])
             after(files["lean"])
 
@@ -557,10 +617,12 @@ def main() -> None:
             latency["p50"].append(p50)
             latency["p99"].append(p99)
             latency["achieved"].append(_ratio(paced.rate, runs["hmac"].rate))
+            control = runs["control"].percentiles_ms
             ratios = {"hmac_lean": _ratio(runs["hmac"].rate, runs["lean"].rate),
                       "rsa_lean": _ratio(runs["rsa"].rate, runs["lean"].rate),
                       "health_bare": _ratio(runs["health"].rate, runs["bare"].rate),
-                      "p99_p50": _ratio(p99, p50)}
+                      "p99_p50": _ratio(p99, p50),
+                      "control_p99_p50": _ratio(control[99], control[50])}
             if "w3" in runs:
                 ratios["w3_w1"] = _ratio(runs["w3"].rate, runs["hmac"].rate)
             for key, value in ratios.items():
@@ -568,7 +630,8 @@ def main() -> None:
             print(f"  round {round_no}: HMAC/lean {ratios['hmac_lean']:.2f}  RSA/lean "
                   f"{ratios['rsa_lean']:.2f}  /healthz/bare {ratios['health_bare']:.2f}  "
                   f"paced {paced.rate:,.0f}/s ({latency['achieved'][-1]:.0%} of max) "
-                  f"p50 {p50:.2f} ms p99 {p99:.2f} ms p99/p50 {ratios['p99_p50']:.2f}"
+                  f"p50 {p50:.2f} ms p99 {p99:.2f} ms p99/p50 {ratios['p99_p50']:.2f} "
+                  f"(bare Falcon {ratios['control_p99_p50']:.2f})"
                   + (f"  w3/w1 {ratios['w3_w1']:.2f}" if "w3_w1" in ratios else ""),
                   flush=True)
             for path in files.values():
@@ -578,6 +641,7 @@ def main() -> None:
         names = {"bare": "bare Falcon /api/me", "lean": "lean HMAC-SHA1 /api/me",
                  "health": "oauthledger /healthz", "hmac": "oauthledger HMAC-SHA1",
                  "rsa": "oauthledger RSA-SHA1", "paced": "HMAC-SHA1 paced (achieved)",
+                 "control": "bare Falcon paced (achieved)",
                  "w3": "oauthledger --workers 3 HMAC-SHA1"}
         for key, values in rates.items():
             print(f"  {names[key]:<36} {statistics.median(values):8,.0f}   per round "
@@ -592,6 +656,11 @@ def main() -> None:
         if not opts.skip_memory:
             memory = measure_memory(opts.memory_tokens)
         final_table(per_round, memory, skipped)
+        control = per_round.get("control_p99_p50")
+        if control:
+            print(f"{'(control: bare Falcon paced the same way)':<44} "
+                  f"{statistics.median(control):8.2f}x  "
+                  + " ".join(f"{v:.2f}" for v in control))
         load_after = os.getloadavg()
         print(f"\nmachine: {os.cpu_count()} cores; load average before "
               f"{' '.join(f'{x:.2f}' for x in load_before)}, after "
