@@ -58,7 +58,7 @@ PARTS: list[tuple[str, re.Pattern[str]]] = [
         r"services/http/|services/logs\.py|[(/]oauthledger/|[(/]events/")),
     ("Falcon", re.compile(r"[(/]falcon/")),
     # Last: the fallback (see classify).
-    ("gevent loop and sockets", re.compile(
+    ("event loop or thread pool, sockets", re.compile(
         r"[(/]gevent/|greenlet|selectors|threading\.py|socket\.py")),
 ]
 
