@@ -12,6 +12,7 @@ import base64
 import json
 import os
 import secrets
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -94,24 +95,60 @@ def _new_key_id() -> str:
     return "k" + secrets.token_hex(4)
 
 
-def _write_private(path: Path, text: str) -> None:
+def _private_temp(path: Path, text: str) -> str:
+    """``text`` in a new file (mode 0600, a name of its own) beside ``path``: processes
+    writing at the same time never share a temporary file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     with os.fdopen(fd, "w") as fh:
         fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
     os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+    return tmp
+
+
+def _write_private(path: Path, text: str) -> None:
+    tmp = _private_temp(path, text)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def _create_private(path: Path, text: str) -> bool:
+    """Write ``text`` to ``path`` only if nothing is there yet, whole or not at all;
+    False when another process created it first. Several processes starting on a new
+    installation at once (gunicorn's workers) must end up with one key ring: a ring
+    written over another's would leave secrets sealed with a key nobody has."""
+    tmp = _private_temp(path, text)
+    try:
+        os.link(tmp, path)  # atomic, and refuses an existing name
+    except FileExistsError:
+        return False
+    except OSError:
+        # A file system without hard links: exclusive create, then the content.
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+    finally:
+        os.unlink(tmp)
+    return True
 
 
 def load_key_ring(path: Path, create: bool = True) -> KeyRing:
-    """Load the key file, generating it (mode 0600) when absent and ``create`` is set."""
+    """Load the key file, generating it (mode 0600) when absent and ``create`` is set.
+    When several processes generate it at once, one ring wins and all of them load it."""
     if not path.exists():
         if not create:
             raise SealingError(f"key file {path} does not exist")
         ring = KeyRing.generate()
-        _write_private(path, ring.to_json())
-        return ring
+        if _create_private(path, ring.to_json()):
+            return ring
     try:
         text = path.read_text()
     except OSError as exc:

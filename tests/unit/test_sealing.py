@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
+import multiprocessing.queues
+import multiprocessing.synchronize
 import stat
 from pathlib import Path
 
@@ -202,3 +205,29 @@ def test_a_sealer_without_a_file_never_reloads(tmp_path: Path) -> None:
     ring = KeyRing.generate()
     sealer = Sealer(ring)
     assert sealer.ring is ring and Sealer.key_id(sealer.seal("x")) == ring.active
+
+
+def _load_active_key(path: str, barrier: multiprocessing.synchronize.Barrier,
+                     out: multiprocessing.queues.Queue[str]) -> None:
+    barrier.wait()
+    out.put(load_key_ring(Path(path)).active)
+
+
+def test_processes_creating_the_key_file_at_once_share_one_ring(tmp_path: Path) -> None:
+    """gunicorn's workers on a new installation all generate the key file at the same
+    moment: one ring wins, every process loads that one, nothing is left behind."""
+    path = tmp_path / "secret-keys.json"
+    ctx = multiprocessing.get_context("fork")
+    barrier = ctx.Barrier(8)
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_load_active_key, args=(str(path), barrier, out))
+             for _ in range(8)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(30)
+        assert proc.exitcode == 0
+    keys = {out.get(timeout=5) for _ in procs}
+    assert keys == {load_key_ring(path).active}
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["secret-keys.json"]
