@@ -42,6 +42,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -452,6 +453,10 @@ def final_table(per_round: dict[str, list[float]], memory: float | None,
 
 def main() -> None:
     """Start the reference apps and oauthledger, measure in rounds, print the table."""
+    # A SIGTERM (``timeout``, a CI job stopped) unwinds like an exception, so the stack's
+    # servers and Celery worker are stopped: a worker left running keeps taking tasks
+    # from a broker database another run may lease later.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=int, default=8, help="seconds per wrk run")

@@ -24,6 +24,7 @@ import collections
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -96,6 +97,10 @@ def summarize(raw: Path, rate: int, requests: float) -> list[tuple[str, float, f
 
 def main() -> None:
     """Start the stack, load it, sample it, print the table."""
+    # A SIGTERM (``timeout``, a CI job stopped) unwinds like an exception, so the stack's
+    # servers and Celery worker are stopped: a worker left running keeps taking tasks
+    # from a broker database another run may lease later.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--method", default="HMAC-SHA1")
     parser.add_argument("--seconds", type=int, default=6)
