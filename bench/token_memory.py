@@ -12,9 +12,11 @@ and writes N active access tokens (default 1,000,000) through a production write
   a building namespace ``ol:p1``; the fold from the store is skipped (the tokens are put
   into the ``RowReplay`` directly).
 
-The tokens are realistic: 32-character identifiers as the product makes them
-(``services.dance.new_token``), secrets of the same kind sealed by the real
-:class:`~oauthledger.events.sealing.Sealer` with a freshly generated key ring, 50
+The tokens are realistic: 22-character identifiers as the product makes them
+(``services.dance.new_token``), their secrets derived by the real
+:class:`~oauthledger.events.sealing.Sealer` with a freshly generated key ring
+(``--legacy-tokens``: 32-character identifiers and sealed random secrets, as issued
+before), 50
 consumer keys shaped like Atlassian's (``jira:123456789``), 25,000 user names of
 realistic length, expiries spread over 7 days (the default access-token lifetime).
 
@@ -24,7 +26,7 @@ keys, values, dict entries, expires-dict entries, hash-table slots, expiry index
 jemalloc size class (docs/read-model.md, "Memory").
 
     .venv/bin/python bench/token_memory.py [--tokens N] [--path apply|rebuild|both]
-        [--json] [--experiments]
+        [--json] [--experiments] [--legacy-tokens]
 
 ``--json`` prints one JSON object as the last line: {"tokens", "used_memory_per_token"
 (the first path measured), "paths": {path: figures}}.
@@ -131,22 +133,29 @@ def _names(rnd: random.Random) -> tuple[list[str], list[str]]:
     return consumers, users
 
 
-def make_tokens(n: int, seed: int = 1) -> list[TokenState]:
-    """``n`` active access tokens as the product makes them (see the module docstring)."""
+def make_tokens(n: int, seed: int = 1, legacy: bool = False) -> list[TokenState]:
+    """``n`` active access tokens as the product makes them (see the module docstring);
+    ``legacy``: as it made them before derived secrets (32-character identifiers, random
+    secrets sealed into the event), the tokens a Redis still holds after an upgrade."""
     rnd = random.Random(seed)
     sealer = Sealer(KeyRing.generate())
     consumers, users = _names(rnd)
     now = time.time()
     out = []
     for i in range(n):
-        # services.dance.new_token / new_secret: secrets.token_urlsafe(24), 32 chars.
-        token = _b64url(rnd.randbytes(24))
-        secret = _b64url(rnd.randbytes(24))
+        if legacy:
+            token = _b64url(rnd.randbytes(24))
+            secret_ref = sealer.seal(_b64url(rnd.randbytes(24)))
+        else:
+            # services.dance.new_token: secrets.token_urlsafe(16), 22 characters; the
+            # secret derived from it (Sealer.token_secret), the event holding d1.<kid>.<token>.
+            token = _b64url(rnd.randbytes(16))
+            secret_ref = sealer.token_secret(token)[1]
         issued = now - rnd.random() * 3600
         expires = now + 60 + SPREAD * (i + rnd.random()) / n
         out.append(TokenState(
             token=token, kind="access", consumer_key=consumers[i % len(consumers)],
-            secret_sealed=sealer.seal(secret), status="active", expires_at=expires,
+            secret_sealed=secret_ref, status="active", expires_at=expires,
             issued_at=issued, user=users[rnd.randrange(len(users))], version=1))
     rnd.shuffle(out)  # writes in no particular expiry order, as a projector meets them
     return out
@@ -217,6 +226,17 @@ def sds_size(length: int) -> int:
     return size_class(header + length + 1)
 
 
+EMBSTR_LIMIT = 44  # Redis 7.0 OBJ_ENCODING_EMBSTR_SIZE_LIMIT: robj + sds in 64 bytes
+
+
+def value_size(length: int) -> int:
+    """Allocated bytes of a string value of ``length`` bytes: an embedded string (robj
+    and sds type 8 in one allocation) up to 44 bytes, else a robj and an sds."""
+    if length <= EMBSTR_LIMIT:
+        return size_class(16 + 3 + length + 1)
+    return 16 + sds_size(length)
+
+
 def _used(client: redis.Redis) -> int:
     return int(client.info("memory")["used_memory"])
 
@@ -268,8 +288,8 @@ def measure(path: str, states: list[TokenState]) -> dict[str, Any]:
     parts = {
         "key name (sds)": statistics.mean(sds_size(len(x)) for x in names),
         "main dict entry": size_class(24),
-        "value object (robj)": 16,
-        "value (sds)": statistics.mean(sds_size(v) for v in value_len),
+        "value: robj + sds (one allocation if embedded)": statistics.mean(
+            value_size(v) for v in value_len),
         "expires dict entry": with_ttl * size_class(24),
         "hash-table slots (main + expires)": (main_slots + exp_slots) * 8 / n,
         "expiry index share": index_bytes / n,
@@ -287,6 +307,8 @@ def measure(path: str, states: list[TokenState]) -> dict[str, Any]:
         "key_length": round(key_len, 1),
         "value_length": round(statistics.mean(value_len), 1),
         "value_length_range": [min(value_len), max(value_len)],
+        "values_embedded": round(
+            sum(1 for v in value_len if v <= EMBSTR_LIMIT) / len(value_len), 3),
         "keys_with_ttl": round(with_ttl, 3),
         "keys_in_db": keys_total,
         "main_dict_slots": int(main_slots),
@@ -358,7 +380,8 @@ def report(fig: dict[str, Any]) -> None:
     print(f"  INFO used_memory delta: {fig['used_memory_per_token']:.1f} bytes per token")
     print(f"  MEMORY USAGE of a token key: {fig['memory_usage_token_key']:.1f} (key "
           f"{fig['key_length']:.0f} chars, value {fig['value_length']:.1f} bytes, range "
-          f"{fig['value_length_range'][0]}-{fig['value_length_range'][1]}; "
+          f"{fig['value_length_range'][0]}-{fig['value_length_range'][1]}, "
+          f"{fig['values_embedded']:.0%} embedded; "
           f"{fig['keys_with_ttl']:.0%} with a TTL)")
     print(f"  expiry index share: {fig['expiry_index_per_token']:.1f} bytes per token")
     print("  breakdown (jemalloc classes):")
@@ -374,9 +397,12 @@ def main() -> None:
                         help="print one JSON object as the last line")
     parser.add_argument("--experiments", action="store_true",
                         help="also measure layouts the product does not use")
+    parser.add_argument("--legacy-tokens", action="store_true",
+                        help="tokens as issued before derived secrets (32-character "
+                             "identifiers, sealed secrets)")
     args = parser.parse_args()
     started = time.perf_counter()
-    states = make_tokens(args.tokens)
+    states = make_tokens(args.tokens, legacy=args.legacy_tokens)
     made = time.perf_counter() - started
     if not args.json:
         print(f"made and sealed {args.tokens:,} tokens in {made:.1f} s")

@@ -15,7 +15,8 @@ more than BUCKET_LOAD tokens per bucket on average, the bucket at the split poin
 split in two (one bucket's worth of work, never the whole hour), so buckets stay around
 BUCKET_LOAD..2*BUCKET_LOAD members, under zset-max-listpack-entries (default 128), and
 keep the compact encoding. Members must stay under zset-max-listpack-value (64 bytes):
-tokens are 32 characters. docs/read-model.md ("Expiry index") has the figures.
+tokens are 22 characters (32 if issued by an earlier version). docs/read-model.md
+("Expiry index") has the figures.
 
 Each Lua definition has its Python twin here: ``thash`` is :func:`token_hash`,
 ``address`` is :func:`bucket_address`, the hour and score of ``index_add`` are

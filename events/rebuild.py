@@ -353,7 +353,7 @@ class RowReplay:
             kind, status, expires = t[_KIND], t[_STATUS], t[_EXPIRES]
             expat, op = token_index_args(kind, status, expires)
             args += ("t", t[_TOKEN], str(t[_VERSION]), encode_token(
-                kind, status, t[_CONSUMER], t[_SECRET], expires, t[_USER]), expat, op)
+                t[_TOKEN], kind, status, t[_CONSUMER], t[_SECRET], expires, t[_USER]), expat, op)
             n += 1
             if n == chunk:
                 args[2] = str(n)
@@ -385,7 +385,7 @@ class RowReplay:
             kind, status, expires, token = t[_KIND], t[_STATUS], t[_EXPIRES], t[_TOKEN]
             # The same EXAT as the apply script's (none for an active access token).
             args += (prefix + token, b"%d|%b" % (t[_VERSION], encode_token(
-                kind, status, t[_CONSUMER], t[_SECRET], expires, t[_USER])),
+                token, kind, status, t[_CONSUMER], t[_SECRET], expires, t[_USER])),
                 token_expire_at(kind, status, expires))
             if kind == "request" and status in ("pending", "approved"):
                 requests += (repr(expires), token)

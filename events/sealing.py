@@ -1,14 +1,24 @@
-"""Sealing secrets before they enter an event (AES-256-GCM, ``cryptography``).
+"""Sealing secrets before they enter an event (AES-256-GCM, ``cryptography``), and
+deriving the secrets of OAuth tokens instead of storing them.
 
 A sealed value is the text ``s1.<key id>.<base64url(nonce || ciphertext+tag)>``. The key id
 names the key in the key ring, so keys rotate: new seals use the active key, old ones
 still open with the key they name. Events store and hash the sealed text, so the hash
 chain still verifies after a key is destroyed (docs/design.md, "Sealed secrets").
+
+A token secret the service hands out is not stored at all: it is derived from the token
+identifier with a key of the ring (HMAC-SHA256 under a key HKDF-separated from the
+sealing key), and the event holds ``d1.<key id>.<token>`` in its place, which
+:meth:`Sealer.open` turns back into the secret like a sealed value. The read model then
+keeps four bytes per token where a sealed secret took 64 (docs/read-model.md, "Memory";
+docs/security.md, "Secrets at rest").
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import os
 import secrets
@@ -17,7 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from oauthledger.events.errors import SealingError
 
@@ -25,6 +37,16 @@ _PREFIX = "s1"
 # Associated data binds a ciphertext to this purpose: a sealed blob from another system
 # using the same key cannot be passed off as one of ours.
 _AAD = b"oauthledger-sealed-secret"
+DERIVED_PREFIX = "d1"
+# HKDF's info separates the derivation key from the sealing key it comes from: the same
+# 256-bit key never serves as both an AES key and an HMAC key.
+_DERIVE_INFO = b"oauthledger-token-secret-v1"
+TOKEN_SECRET_BYTES = 24  # 192 bits, 32 URL-safe characters: as long as a random secret
+
+
+def _derivation_key(key: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
+                info=_DERIVE_INFO).derive(key)
 
 
 def _b64e(raw: bytes) -> str:
@@ -193,7 +215,8 @@ class Sealer:
     def _use(self, ring: KeyRing) -> None:
         # One assignment swaps ring and ciphers together: a thread sealing meanwhile sees
         # either the old pair or the new one, never a mix.
-        self._current = (ring, {kid: AESGCM(key) for kid, key in ring.keys.items()})
+        self._current = (ring, {kid: AESGCM(key) for kid, key in ring.keys.items()},
+                         {kid: _derivation_key(key) for kid, key in ring.keys.items()})
 
     @property
     def ring(self) -> KeyRing:
@@ -219,7 +242,7 @@ class Sealer:
     def seal(self, plaintext: str) -> str:
         """Encrypt ``plaintext`` under the active key."""
         self._refresh()  # one stat(): sealing happens per grant, not per request
-        ring, aead = self._current
+        ring, aead, _ = self._current
         kid = ring.active
         nonce = os.urandom(12)
         ct = aead[kid].encrypt(nonce, plaintext.encode("utf-8"), _AAD)
@@ -231,6 +254,8 @@ class Sealer:
             prefix, kid, body = sealed.split(".", 2)
         except (ValueError, AttributeError):
             raise SealingError("not a sealed value") from None
+        if prefix == DERIVED_PREFIX:
+            return self._derive(kid, body)
         if prefix != _PREFIX:
             raise SealingError(f"unknown sealing format {prefix!r}")
         aead = self._current[1].get(kid)
@@ -244,6 +269,26 @@ class Sealer:
             return aead.decrypt(raw[:12], raw[12:], _AAD).decode("utf-8")
         except (InvalidTag, ValueError):
             raise SealingError(f"sealed value under key {kid!r} was tampered with") from None
+
+    def token_secret(self, token: str) -> tuple[str, str]:
+        """A new token's secret, derived from its identifier ``token`` under the active
+        key, and what its event stores in place of the sealed secret
+        (``d1.<key id>.<token>``; :meth:`open` gives the secret back)."""
+        self._refresh()  # one stat(), as for seal(): per grant, not per request
+        kid = self._current[0].active
+        return self._derive(kid, token), f"{DERIVED_PREFIX}.{kid}.{token}"
+
+    def _derive(self, kid: str, token: str) -> str:
+        key = self._current[2].get(kid)
+        if key is None:
+            self._refresh()  # derived under a key another process loaded first
+            key = self._current[2].get(kid)
+        if key is None:
+            raise SealingError(f"sealing key {kid!r} is not in the key ring")
+        # NIST SP 800-108: a keyed PRF (HMAC-SHA256) of the identifier, truncated. The
+        # identifier is random and never reused, so every secret is distinct.
+        mac = hmac.new(key, token.encode("utf-8"), hashlib.sha256).digest()
+        return _b64e(mac[:TOKEN_SECRET_BYTES])
 
     @staticmethod
     def key_id(sealed: str) -> str:

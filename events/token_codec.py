@@ -44,6 +44,7 @@ _TOKEN_CODE = {pair: i for i, pair in enumerate(_TOKEN_CODES)}
 _HAS_USER = 0x10  # flags: a user name follows the consumer key
 _PACKED_SECRET = 0x20  # flags: the sealed secret is stored as key id + raw sealed bytes
 _NO_ISSUED = 0x40  # flags: no issued_at after expires_at (every value written now)
+_DERIVED_SECRET = 0x80  # flags: the secret is derived from the token (4 key-id bytes)
 _HEAD = struct.Struct("<Bd")  # flags, expires_at (an exact double: checked to the second)
 # Values written by earlier versions (no _NO_ISSUED flag) have issued_at after expires_at;
 # they decode too (issued_at skipped): the values in Redis stay readable after an upgrade.
@@ -95,7 +96,18 @@ _TO_URL = bytes.maketrans(b"+/", b"-_")
 _PAD = {0: b"", 2: b"==", 3: b"="}
 
 
-def _pack_secret(sealed: str) -> tuple[int, bytes]:
+def _pack_secret(sealed: str, token: str) -> tuple[int, bytes]:
+    # A derived secret (events.sealing: ``d1.k<8 hex>.<token>``) of this very token is
+    # its key id alone: the rest is the key's name in Redis.
+    if sealed.startswith("d1.k") and sealed[12:13] == "." and sealed[13:] == token:
+        kid_text = sealed[4:12]
+        try:
+            kid = bytes.fromhex(kid_text)
+        except ValueError:
+            pass
+        else:
+            if kid.hex() == kid_text:
+                return _DERIVED_SECRET, kid
     if sealed.startswith("s1.k") and sealed[12:13] == ".":
         kid_text = sealed[4:12]
         body = sealed[13:].encode("ascii", "replace")
@@ -112,12 +124,13 @@ def _pack_secret(sealed: str) -> tuple[int, bytes]:
     return 0, sealed.encode("utf-8")
 
 
-def encode_token(kind: str, status: str, consumer_key: str, secret_sealed: str,
-                 expires_at: float, user: str | None) -> bytes:
-    """The packed token payload (without the ``<version>|`` prefix): flags byte,
-    expires_at as a little-endian double, the consumer key and the user
-    (length-prefixed), then the sealed secret to the end."""
-    flags, secret = _pack_secret(secret_sealed)
+def encode_token(token: str, kind: str, status: str, consumer_key: str,
+                 secret_sealed: str, expires_at: float, user: str | None) -> bytes:
+    """The packed payload of token ``token`` (without the ``<version>|`` prefix): flags
+    byte, expires_at as a little-endian double, the consumer key and the user
+    (length-prefixed), then the secret to the end (a derived one's key id, a sealed
+    one's key id and bytes, or any other text as it is)."""
+    flags, secret = _pack_secret(secret_sealed, token)
     flags |= _TOKEN_CODE[(kind, status)] | _NO_ISSUED
     if user is None:
         return _HEAD.pack(flags, expires_at) + _short(consumer_key) + secret
@@ -127,8 +140,8 @@ def encode_token(kind: str, status: str, consumer_key: str, secret_sealed: str,
 
 def encode_token_state(state: TokenState) -> bytes:
     """:func:`encode_token` of a token state."""
-    return encode_token(state.kind, state.status, state.consumer_key, state.secret_sealed,
-                        state.expires_at, state.user)
+    return encode_token(state.token, state.kind, state.status, state.consumer_key,
+                        state.secret_sealed, state.expires_at, state.user)
 
 
 def decode_token(ident: str, version: int, buf: bytes) -> TokenState:
@@ -141,7 +154,9 @@ def decode_token(ident: str, version: int, buf: bytes) -> TokenState:
     user = None
     if flags & _HAS_USER:
         user, at = _read_short(buf, at)
-    if flags & _PACKED_SECRET:
+    if flags & _DERIVED_SECRET:
+        secret = f"d1.k{buf[at:at + 4].hex()}.{ident}"
+    elif flags & _PACKED_SECRET:
         secret = f"s1.k{buf[at:at + 4].hex()}.{_b64e(buf[at + 4:])}"
     else:
         secret = buf[at:].decode("utf-8")

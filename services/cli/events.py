@@ -30,8 +30,9 @@ from oauthledger.events.store import EventStore, RecordedEvent
 from oauthledger.services.cli.main import CliContext, CliError, pass_cli
 from oauthledger.services.cli.store_access import db_errors, open_store
 
-# The text form of a sealed value (events/sealing.py): s1.<key id>.<base64url>.
-_SEALED = re.compile(r"^s1\.([A-Za-z0-9_-]+)\.[A-Za-z0-9_-]+={0,2}$")
+# The text form of a sealed value (events/sealing.py): s1.<key id>.<base64url>, or of a
+# derived token secret's reference: d1.<key id>.<token>.
+_SEALED = re.compile(r"^(s1|d1)\.([A-Za-z0-9_-]+)\.[A-Za-z0-9_-]+={0,2}$")
 _SHORT = 40  # longest plain value shown whole in the text summary
 _FLUSH_EVERY = 500  # lines between flushes when writing a backlog
 
@@ -96,7 +97,9 @@ def _sealed_label(value: Any) -> str:
     match = _SEALED.match(value) if isinstance(value, str) else None
     # Anything in a *_sealed field that is not a sealed value is still never printed:
     # it may be a secret that escaped sealing, which is exactly what an audit looks for.
-    return f"<sealed:{match.group(1)}>" if match else "<sealed:INVALID>"
+    if match is None:
+        return "<sealed:INVALID>"
+    return f"<{'derived' if match.group(1) == 'd1' else 'sealed'}:{match.group(2)}>"
 
 
 def _short(value: Any) -> str:

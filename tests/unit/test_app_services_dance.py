@@ -59,7 +59,7 @@ def later(deps: Deps, seconds: float) -> Ledger:
     return dataclasses.replace(deps.ledger, clock=lambda: now)
 
 
-def test_dance_request_token_is_pending_with_sealed_secret(deps: Deps) -> None:
+def test_dance_request_token_is_pending_with_derived_secret(deps: Deps) -> None:
     consumer = hmac_consumer(deps, callback_url="https://app.example.com/")
     issued = dance.issue_request_token(deps.ledger, deps.sealer, deps.settings, consumer,
                                        "https://app.example.com/cb", META)
@@ -71,6 +71,24 @@ def test_dance_request_token_is_pending_with_sealed_secret(deps: Deps) -> None:
     assert token.expires_at == pytest.approx(time.time() + deps.settings.request_token_ttl, abs=5)
     assert issued.secret not in deps.store.read_stream(token_stream(issued.token))[0].data
     assert deps.read_model.get(k.TOKEN, issued.token).status == "pending"
+    # The event names where the secret comes from, not the secret: derived from the
+    # token under the active key (events.sealing).
+    assert token.secret_sealed == f"d1.{deps.sealer.ring.active}.{issued.token}"
+    assert deps.sealer.open(deps.read_model.get(k.TOKEN, issued.token).secret_sealed) \
+        == issued.secret
+
+
+def test_tokens_are_128_bit_identifiers_with_192_bit_secrets(deps: Deps, bob: str) -> None:
+    consumer = hmac_consumer(deps, callback_url="https://app.example.com/")
+    seen: set[str] = set()
+    for _ in range(20):
+        issued = dance.issue_request_token(deps.ledger, deps.sealer, deps.settings,
+                                           consumer, "oob", META)
+        for value, length in ((issued.token, 22), (issued.secret, 32)):
+            assert len(value) == length
+            assert value.replace("-", "").replace("_", "").isalnum()
+            assert value not in seen
+            seen.add(value)
 
 
 def test_dance_request_token_refusals(deps: Deps) -> None:

@@ -123,6 +123,14 @@ def test_summary_shows_sealed_values_by_key_id_only():
     assert sealed not in text
 
 
+def test_summary_names_derived_token_secrets_by_key_id():
+    sealer = Sealer(KeyRing.generate())
+    _, ref = sealer.token_secret("AbCdEfGhIjKlMnOpQrStUv")
+    text = summarize({"token": "AbCdEfGhIjKlMnOpQrStUv", "secret_sealed": ref})
+    assert text == (f"token=AbCdEfGhIjKlMnOpQrStUv "
+                    f"secret_sealed=<derived:{sealer.ring.active}>")
+
+
 def test_summary_never_prints_a_sealed_field_that_holds_plaintext():
     # A secret that escaped sealing is what an audit must reveal, not what it prints.
     text = summarize({"secret_sealed": "hunter2", "changes": {"secret_sealed": "oops"}})

@@ -245,6 +245,33 @@ def test_sealed_secrets_stay_sealed_but_packed() -> None:
         assert decode_value("t", other.token, b"7|" + encode(other)) == redis_view(other)
 
 
+def test_derived_secrets_are_stored_as_their_key_id() -> None:
+    """A token whose secret is derived (the product's tokens) stores four key-id bytes
+    for it: with a realistic consumer key and user the whole value is a Redis embedded
+    string (at most 44 bytes with its ``<version>|``), and it decodes to the reference
+    that opens to the secret."""
+    sealer = Sealer(KeyRing.generate())
+    token = "Qm9vb29vb29vb29vb29vbw"  # services.dance.new_token's shape: 22 characters
+    secret, ref = sealer.token_secret(token)
+    state = TokenState(token=token, kind="access", consumer_key="jira:123456789",
+                       secret_sealed=ref, status="active", expires_at=1749377100.123456,
+                       issued_at=1748772300.654321, user="john.smith", version=1)
+    payload = encode(state)
+    assert len(payload) == 1 + 8 + 1 + 14 + 1 + 10 + 4
+    assert len(b"1|" + payload) <= 44
+    assert secret.encode() not in payload and token.encode() not in payload
+    decoded = decode_value("t", token, b"1|" + payload)
+    assert decoded == redis_view(state)
+    assert sealer.open(decoded.secret_sealed) == secret
+    # A reference naming another token, or not in the exact format, is kept as its text:
+    # decoding must never attach one token's derivation to another.
+    kid = sealer.ring.active
+    for odd in (f"d1.{kid}.other-token", f"d1.{kid}.{token}x", f"d1.kZZZZZZZZ.{token}",
+                f"d1.{kid}{token}", f"d2.{kid}.{token}"):
+        other = dataclasses.replace(state, secret_sealed=odd)
+        assert decode_value("t", token, b"1|" + encode(other)) == redis_view(other)
+
+
 @pytest.mark.parametrize("name_length", [0, 1, 127, 128, 300])
 def test_long_identifiers_round_trip(name_length: int) -> None:
     state = TokenState(token="t", kind="request", consumer_key="c" * name_length,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import multiprocessing
 import multiprocessing.queues
@@ -171,6 +173,53 @@ def test_a_sealer_over_the_file_seals_with_the_rotated_key(tmp_path: Path) -> No
     after = running.seal("after")
     assert Sealer.key_id(before) == old_kid and Sealer.key_id(after) == new_kid
     assert running.open(before) == "before" and running.open(after) == "after"
+
+
+def _hkdf_sha256(key: bytes, info: bytes) -> bytes:
+    """RFC 5869 written out (no salt: a string of zeros), for a check independent of
+    the ``cryptography`` HKDF the sealer uses."""
+    prk = hmac.new(b"\0" * 32, key, hashlib.sha256).digest()
+    return hmac.new(prk, info + b"\x01", hashlib.sha256).digest()
+
+
+def test_token_secrets_are_derived_from_the_token() -> None:
+    ring = KeyRing(active="k00000001", keys={"k00000001": bytes(range(32))})
+    sealer = Sealer(ring)
+    secret, ref = sealer.token_secret("tok-1")
+    assert ref == "d1.k00000001.tok-1"
+    # HMAC-SHA256 of the token under HKDF(key, "oauthledger-token-secret-v1"), 24 bytes.
+    dkey = _hkdf_sha256(bytes(range(32)), b"oauthledger-token-secret-v1")
+    want = hmac.new(dkey, b"tok-1", hashlib.sha256).digest()[:24]
+    assert secret == _b64e(want) and len(secret) == 32
+    # Not the sealing key used as an HMAC key: the two uses are separated.
+    assert secret != _b64e(hmac.new(bytes(range(32)), b"tok-1", hashlib.sha256).digest()[:24])
+    assert sealer.open(ref) == secret
+    assert Sealer(KeyRing.from_json(ring.to_json())).open(ref) == secret  # another process
+    assert sealer.token_secret("tok-2")[0] != secret
+    assert Sealer(KeyRing.generate()).token_secret("tok-1")[0] != secret
+
+
+def test_derived_secrets_follow_rotation_and_name_missing_keys(sealer: Sealer) -> None:
+    old_kid = sealer.ring.active
+    old_secret, old_ref = sealer.token_secret("tok")
+    sealer.ring.rotate()
+    sealer._use(sealer.ring)
+    new_secret, new_ref = sealer.token_secret("tok2")
+    assert new_ref.split(".")[1] == sealer.ring.active != old_kid
+    assert sealer.open(old_ref) == old_secret and sealer.open(new_ref) == new_secret
+    with pytest.raises(SealingError, match="not in the key ring"):
+        Sealer(KeyRing.generate()).open(old_ref)
+    assert Sealer.key_id(old_ref) == old_kid
+
+
+def test_a_sealer_derives_under_a_key_a_newer_process_added(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    running = Sealer.from_file(path)
+    ring = load_key_ring(path, create=False)
+    ring.rotate()
+    save_key_ring(path, ring)
+    secret, ref = Sealer.from_file(path, create=False).token_secret("tok")
+    assert running.open(ref) == secret
 
 
 def test_a_sealer_opens_what_a_newer_process_sealed(tmp_path: Path) -> None:
