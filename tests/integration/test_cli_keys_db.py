@@ -18,7 +18,7 @@ from click.testing import CliRunner, Result
 from oauthledger.events import catalog as ev
 from oauthledger.events.connections import open_sealer, open_store
 from oauthledger.events.migrate import head_revision
-from oauthledger.events.sealing import Sealer, load_key_ring
+from oauthledger.events.sealing import KeyRing, Sealer, load_key_ring
 from oauthledger.events.settings import load_settings
 from oauthledger.services.cli import db as cli_db
 from oauthledger.services.cli import events as cli_events
@@ -149,17 +149,29 @@ def test_keys_rotate_keeps_old_secrets_and_seals_new_ones_with_the_new_key(any_e
         after_secret = "after-" + uuid.uuid4().hex
         store.append("resource-server-rs2", 0, [ev.ResourceServerCredentialCreated(
             "rs2", new_sealer.seal(after_secret))])
-        first, second = (rec.event for rec in store.read_all(0))
+        first, second = (rec.event for rec in store.read_all(0, limit=2))
         assert new_sealer.open(first.secret_sealed) == before_secret  # old key still opens
         assert Sealer.key_id(first.secret_sealed) == old_id
         assert Sealer.key_id(second.secret_sealed) == new_id
         assert new_sealer.open(second.secret_sealed) == after_secret
         assert old_sealer.open(second.secret_sealed) == after_secret
 
+        # A token secret derived before the rotation is still derived under the old key
+        # (any process), and counts as a value under it.
+        token_secret, ref = old_sealer.token_secret("Tok-derived-after-rotation")
+        assert Sealer.key_id(ref) == new_id  # old_sealer follows the file
+        early_secret, early_ref = Sealer(KeyRing(old_id, {old_id: ring.keys[old_id]})) \
+            .token_secret("Tok-derived-before")
+        assert new_sealer.open(early_ref) == early_secret
+        assert new_sealer.open(ref) == token_secret
+        store.append("token-Tok-derived-before", 0, [ev.RequestTokenIssued(
+            token="Tok-derived-before", consumer_key="c", secret_sealed=early_ref,
+            callback="oob", expires_at=2e9)])
+
         listed = run(any_env, "keys", "list", "--usage")
         assert listed.exit_code == 0, listed.output
         assert listed.stdout.splitlines() == [
-            f"{old_id}  sealed values: 1", f"{new_id}  active  sealed values: 1"]
+            f"{old_id}  sealed values: 2", f"{new_id}  active  sealed values: 1"]
         as_json = json.loads(run(any_env, "keys", "list", "--format", "json").stdout)
         assert as_json["active"] == new_id
         assert [k["id"] for k in as_json["keys"] if k["active"]] == [new_id]
