@@ -100,8 +100,18 @@ def presign(method: str, consumer: s.Consumer, access: dict[str, str], url: str,
     chunk = -(-count // procs)
     args = [(method, consumer.key, consumer.secret, consumer.rsa.private_pem,
              access["oauth_token"], access["oauth_token_secret"], url, chunk)] * procs
-    with multiprocessing.Pool(procs) as pool:
+    # close() + join(), not the context manager's terminate(): terminate() can kill a
+    # worker while it holds the task queue's lock and then wait forever for a sibling
+    # blocked on that lock (a run of front_end_bench hung there).
+    pool = multiprocessing.Pool(procs)
+    try:
         lines = [h for part in pool.map(_sign_chunk, args) for h in part]
+        pool.close()
+    except BaseException:
+        pool.terminate()
+        raise
+    finally:
+        pool.join()
     path.write_text("\n".join(lines[:count]) + "\n")
     return path
 
