@@ -11,7 +11,7 @@ identifier with a key of the ring (HMAC-SHA256 under a key HKDF-separated from t
 sealing key), and the event holds ``d1.<key id>.<token>`` in its place, which
 :meth:`Sealer.open` turns back into the secret like a sealed value. The read model then
 keeps four bytes per token where a sealed secret took 64 (docs/read-model.md, "Memory";
-docs/security.md, "Secrets at rest").
+what it means for an attacker: docs/security.md, "Someone with file or database access").
 """
 
 from __future__ import annotations
