@@ -405,7 +405,7 @@ def main() -> None:
     states = make_tokens(args.tokens, legacy=args.legacy_tokens)
     made = time.perf_counter() - started
     if not args.json:
-        print(f"made and sealed {args.tokens:,} tokens in {made:.1f} s")
+        print(f"made {args.tokens:,} tokens in {made:.1f} s")
     paths = ["apply", "rebuild"] if args.path == "both" else [args.path]
     figures: dict[str, Any] = {}
     for path in paths:

@@ -25,6 +25,7 @@ import secrets
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -258,12 +259,7 @@ class Sealer:
             return self._derive(kid, body)
         if prefix != _PREFIX:
             raise SealingError(f"unknown sealing format {prefix!r}")
-        aead = self._current[1].get(kid)
-        if aead is None:
-            self._refresh()  # sealed by a process that has loaded a newer key file
-            aead = self._current[1].get(kid)
-        if aead is None:
-            raise SealingError(f"sealing key {kid!r} is not in the key ring")
+        aead = self._material(1, kid)
         try:
             raw = _b64d(body)
             return aead.decrypt(raw[:12], raw[12:], _AAD).decode("utf-8")
@@ -278,13 +274,20 @@ class Sealer:
         kid = self._current[0].active
         return self._derive(kid, token), f"{DERIVED_PREFIX}.{kid}.{token}"
 
-    def _derive(self, kid: str, token: str) -> str:
-        key = self._current[2].get(kid)
-        if key is None:
-            self._refresh()  # derived under a key another process loaded first
-            key = self._current[2].get(kid)
-        if key is None:
+    def _material(self, slot: int, kid: str) -> Any:
+        """Key ``kid``'s cipher (slot 1) or derivation key (slot 2), reloading the key
+        file once when the ring in use lacks it: the value was sealed or derived by a
+        process that loaded a newer key file."""
+        material = self._current[slot].get(kid)
+        if material is None:
+            self._refresh()
+            material = self._current[slot].get(kid)
+        if material is None:
             raise SealingError(f"sealing key {kid!r} is not in the key ring")
+        return material
+
+    def _derive(self, kid: str, token: str) -> str:
+        key = self._material(2, kid)
         # NIST SP 800-108: a keyed PRF (HMAC-SHA256) of the identifier, truncated. The
         # identifier is random and never reused, so every secret is distinct.
         mac = hmac.new(key, token.encode("utf-8"), hashlib.sha256).digest()

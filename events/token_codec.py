@@ -96,30 +96,33 @@ _TO_URL = bytes.maketrans(b"+/", b"-_")
 _PAD = {0: b"", 2: b"==", 3: b"="}
 
 
+def _key_id(sealed: str, prefix: str) -> bytes | None:
+    """The 4 bytes of the key id of ``<prefix>.k<8 lowercase hex>.<rest>``, else None
+    (only a key id that re-encodes to the same text, so decoding gives it back)."""
+    if not (sealed.startswith(prefix + ".k") and sealed[12:13] == "."):
+        return None
+    try:
+        kid = bytes.fromhex(sealed[4:12])
+    except ValueError:
+        return None
+    return kid if kid.hex() == sealed[4:12] else None
+
+
 def _pack_secret(sealed: str, token: str) -> tuple[int, bytes]:
     # A derived secret (events.sealing: ``d1.k<8 hex>.<token>``) of this very token is
     # its key id alone: the rest is the key's name in Redis.
-    if sealed.startswith("d1.k") and sealed[12:13] == "." and sealed[13:] == token:
-        kid_text = sealed[4:12]
-        try:
-            kid = bytes.fromhex(kid_text)
-        except ValueError:
-            pass
-        else:
-            if kid.hex() == kid_text:
-                return _DERIVED_SECRET, kid
-    if sealed.startswith("s1.k") and sealed[12:13] == ".":
-        kid_text = sealed[4:12]
+    if sealed[13:] == token and (kid := _key_id(sealed, "d1")) is not None:
+        return _DERIVED_SECRET, kid
+    if (kid := _key_id(sealed, "s1")) is not None:
         body = sealed[13:].encode("ascii", "replace")
         try:
-            kid = bytes.fromhex(kid_text)
             raw = binascii.a2b_base64(body.translate(_TO_STD) + _PAD[len(body) & 3])
         except (ValueError, KeyError):  # binascii.Error is a ValueError
             pass
         else:
             # Only if it re-encodes to exactly the same text (canonical base64url).
-            if (kid.hex() == kid_text and binascii.b2a_base64(raw, newline=False)
-                    .translate(_TO_URL).rstrip(b"=") == body):
+            if binascii.b2a_base64(raw, newline=False).translate(_TO_URL).rstrip(b"=") \
+                    == body:
                 return _PACKED_SECRET, kid + raw
     return 0, sealed.encode("utf-8")
 

@@ -39,9 +39,9 @@ from oauthledger.services.oauth.redirects import absolute_http_url
 
 
 def new_token() -> str:
-    """A token identifier: 22 URL-safe characters (128 bits, RFC 5849 §4.6's "unguessable"
-    by a wide margin; the identifier is no secret, it travels in every request). Shorter
-    than Atlassian's 32: the Redis key of a token (``ol:p0:t:<token>``) then fits in 30
+    """A token identifier: 22 URL-safe characters, 128 random bits (not guessable; and the
+    identifier is no secret: it travels in every request, the 192-bit secret does not).
+    Shorter than Atlassian's 32: the Redis key of a token (``ol:p0:t:<token>``) then fits in 30
     bytes, the smallest allocation a key name can have (docs/read-model.md, "Memory")."""
     return secrets.token_urlsafe(16)
 
