@@ -295,6 +295,19 @@ _OURS = "_oauthledger_handler"
 _NOISE = ("alembic.runtime.plugins",)
 
 
+class _LastResort(logging.Handler):
+    """Hands a record no other handler took to ``target`` (our handler), so it is
+    formatted and redacted like every other line."""
+
+    def __init__(self, target: logging.Handler) -> None:
+        super().__init__(logging.WARNING)
+        self.target = target
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Pass the record on; the target applies its own filters and lock."""
+        self.target.handle(record)
+
+
 def configure_logging(log_format: str, *, level: int | str = logging.INFO,
                       stream: TextIO | None = None,
                       handler: logging.Handler | None = None) -> logging.Handler:
@@ -312,6 +325,13 @@ def configure_logging(log_format: str, *, level: int | str = logging.INFO,
     setattr(handler, _OURS, True)
     root.addHandler(handler)
     root.setLevel(level)
+    # A record of a logger that neither propagates nor has a handler of its own goes to
+    # logging.lastResort, which writes the bare message, unredacted and in no format:
+    # billiard's "multiprocessing" logger under our Celery setup is one ("Process
+    # 'ForkPoolWorker-1' pid:... exited with 'signal 15 (SIGTERM)'" when a service
+    # manager signals the whole process group). Such records take our handler instead,
+    # from lastResort's own threshold (WARNING) up.
+    logging.lastResort = _LastResort(handler)
     for name in _NOISE:
         logging.getLogger(name).setLevel(logging.WARNING)
     logging.captureWarnings(True)

@@ -48,12 +48,13 @@ SECRETS = {
 def root_logging() -> Iterator[None]:
     """Leave the root logger (handlers, level, warning capture) as the test found it."""
     root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
+    handlers, level, last = list(root.handlers), root.level, logging.lastResort
     try:
         yield
     finally:
         root.handlers[:] = handlers
         root.setLevel(level)
+        logging.lastResort = last
         logging.captureWarnings(False)
         logs.end_request()
 
@@ -243,6 +244,44 @@ def test_warnings_become_lines_of_the_format(root_logging: None) -> None:
     warnings.warn("deprecated thing", UserWarning, stacklevel=1)
     doc = as_json(out.getvalue().strip())
     assert doc["logger"] == "py.warnings" and "deprecated thing" in doc["message"]
+
+
+@pytest.mark.parametrize("fmt", ["json", "plain"])
+def test_a_logger_with_no_handler_that_does_not_propagate_writes_our_line(
+        root_logging: None, fmt: str) -> None:
+    # billiard's "multiprocessing" logger is the one seen in a Celery worker's log: it
+    # does not propagate, and under our setup_logging receiver nobody gives it a handler.
+    from billiard import util as billiard_util
+
+    out = io.StringIO()
+    logs.configure_logging(fmt, stream=out)
+    orphan = logging.getLogger("oauthledger.test.orphan")
+    orphan.propagate = False
+    pool_logger = billiard_util.get_logger()
+    # pytest's log capture attaches itself to every non-propagating logger it knows of.
+    captured = list(pool_logger.handlers)
+    pool_logger.handlers.clear()
+    try:
+        orphan.info("below the fallback threshold")
+        orphan.error("token secret=%s", SECRETS["oauth_token_secret"])
+        pool_logger.error("Process %r pid:%r exited with %r",
+                          "ForkPoolWorker-1", 4242, "signal 15 (SIGTERM)")
+    finally:
+        orphan.propagate = True
+        pool_logger.handlers[:] = captured
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2, lines
+    assert SECRETS["oauth_token_secret"] not in out.getvalue()
+    if fmt == "json":
+        first, second = as_json(lines[0]), as_json(lines[1])
+        assert (first["logger"], first["level"]) == ("oauthledger.test.orphan", "ERROR")
+        assert first["message"] == f"token secret={logs.REDACTED}"
+        assert second["logger"] == "multiprocessing"
+        assert second["message"] == ("Process 'ForkPoolWorker-1' pid:4242 exited with "
+                                     "'signal 15 (SIGTERM)'")
+    else:
+        assert "[ERROR] oauthledger.test.orphan: token secret=" in lines[0]
+        assert "[ERROR] multiprocessing: Process 'ForkPoolWorker-1'" in lines[1]
 
 
 def test_cli_logging_keeps_the_ledger_quiet(root_logging: None) -> None:
