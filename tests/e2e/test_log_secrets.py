@@ -10,7 +10,9 @@ appears in any log of any process."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -273,6 +275,13 @@ def test_json_logs_of_every_process_hold_no_secret(stack: s.Stack, rsa: s.RsaPai
     # The worker ran tasks (beat's catch-ups, the front end's wake-ups) while we watched.
     s.wait_until(lambda: '"task_name":"oauthledger.' in worker.log_tail(10**7),
                  "a task's line in the worker's log", worker)
+    # A pool process killed by a signal of its own (a service manager's SIGTERM to the
+    # whole group can reach it before the worker's shutdown does) is reported by
+    # billiard's logger, which does not propagate: its line must be JSON too.
+    pool = Path(f"/proc/{worker.proc.pid}/task/{worker.proc.pid}/children").read_text()
+    os.kill(int(pool.split()[0]), signal.SIGTERM)
+    s.wait_until(lambda: "exited with 'signal 15 (SIGTERM)'" in worker.log_tail(10**7),
+                 "the worker's report of its killed pool process", worker)
     # Stop everything first, so every line is written (shutdown lines included).
     for server in stack.servers:
         server.stop()
