@@ -32,6 +32,7 @@ import logging
 import os
 import re
 import sys
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TextIO
@@ -308,6 +309,73 @@ class _LastResort(logging.Handler):
         self.target.handle(record)
 
 
+# -- errors nobody caught ----------------------------------------------------------------
+
+# Python reports an exception nobody caught (in the main thread, in another thread, in a
+# destructor or callback: "Exception ignored in ...") by printing a traceback to standard
+# error itself, past logging: outside the log format and unredacted, though a traceback's
+# locals and messages may hold a request's parameters. These hooks make each one record.
+_UNCAUGHT = logging.getLogger("oauthledger.uncaught")
+
+
+def _log_uncaught(kind: type[BaseException], value: BaseException, tb: Any) -> None:
+    """``sys.excepthook``: the exception that ends the program, as one CRITICAL record.
+    Ctrl-C keeps Python's short report."""
+    if issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, value, tb)
+        return
+    _UNCAUGHT.critical("uncaught exception, exiting", exc_info=(kind, value, tb))
+
+
+def _log_thread_exception(args: threading.ExceptHookArgs) -> None:
+    """``threading.excepthook``: a thread that died of an exception, as one ERROR record
+    (a thread ended by ``SystemExit`` is not an error, as in Python's own hook)."""
+    if args.exc_type is SystemExit:
+        return
+    name = args.thread.name if args.thread is not None else "?"
+    _UNCAUGHT.error("uncaught exception in thread %s", name,
+                    exc_info=(args.exc_type, args.exc_value or args.exc_type(),
+                              args.exc_traceback))
+
+
+def _log_unraisable(args: Any) -> None:
+    """``sys.unraisablehook``: an exception Python had to ignore (in ``__del__``, a weak
+    reference callback, a generator's close), as one WARNING record."""
+    where = args.err_msg or "Exception ignored in"
+    with contextlib.suppress(Exception):
+        where = f"{where}: {args.object!r}" if args.object is not None else where
+    _UNCAUGHT.warning("%s", where, exc_info=(args.exc_type,
+                                             args.exc_value or args.exc_type(),
+                                             args.exc_traceback))
+
+
+def install_exception_hooks() -> None:
+    """Route Python's own reports of uncaught exceptions through logging (above)."""
+    sys.excepthook = _log_uncaught
+    threading.excepthook = _log_thread_exception
+    sys.unraisablehook = _log_unraisable
+
+
+def route_hub_errors(hub: Any) -> None:
+    """Make a gevent hub report a greenlet that died of an exception as one ERROR record
+    rather than a traceback printed to standard error (gevent's ``Hub.print_exception``,
+    which the hub calls for every such greenlet; assigning it on the instance is the
+    override gevent documents for its error handling)."""
+    log = logging.getLogger("gevent.hub")
+
+    def print_exception(context: Any, kind: Any, value: Any, tb: Any) -> None:
+        what = "a callback" if context is None else context
+        with contextlib.suppress(Exception):
+            if context is not None and not isinstance(context, str):
+                what = hub.format_context(context)
+        if isinstance(kind, type) and value is None:
+            value = kind()
+        log.error("%s failed with %s", what, getattr(kind, "__name__", "exception"),
+                  exc_info=(kind, value, tb) if value is not None else None)
+
+    hub.print_exception = print_exception
+
+
 def configure_logging(log_format: str, *, level: int | str = logging.INFO,
                       stream: TextIO | None = None,
                       handler: logging.Handler | None = None) -> logging.Handler:
@@ -332,6 +400,7 @@ def configure_logging(log_format: str, *, level: int | str = logging.INFO,
     # manager signals the whole process group). Such records take our handler instead,
     # from lastResort's own threshold (WARNING) up.
     logging.lastResort = _LastResort(handler)
+    install_exception_hooks()
     for name in _NOISE:
         logging.getLogger(name).setLevel(logging.WARNING)
     logging.captureWarnings(True)

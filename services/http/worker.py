@@ -30,6 +30,8 @@ from typing import Any
 import gevent
 from gunicorn.workers.ggevent import GeventWorker as _GeventWorker
 
+from oauthledger.services.logs import route_hub_errors
+
 _HEAD = b"HTTP/"
 
 
@@ -70,6 +72,12 @@ class OneWriteSocket:
 class GeventWorker(_GeventWorker):
     """gunicorn's gevent worker with :class:`OneWriteSocket` connections, taking turns
     between connections after every response."""
+
+    def run(self) -> None:
+        """gunicorn's loop, with this worker's hub reporting a failed greenlet as a log
+        record in the configured format (services/logs.py) instead of printing it."""
+        route_hub_errors(gevent.get_hub())
+        super().run()
 
     def handle(self, listener: Any, client: Any, addr: Any) -> None:
         """Serve one connection (gunicorn's handling, unchanged)."""

@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import sys
+import threading
 from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
@@ -49,12 +50,14 @@ def root_logging() -> Iterator[None]:
     """Leave the root logger (handlers, level, warning capture) as the test found it."""
     root = logging.getLogger()
     handlers, level, last = list(root.handlers), root.level, logging.lastResort
+    hooks = sys.excepthook, threading.excepthook, sys.unraisablehook
     try:
         yield
     finally:
         root.handlers[:] = handlers
         root.setLevel(level)
         logging.lastResort = last
+        sys.excepthook, threading.excepthook, sys.unraisablehook = hooks
         logging.captureWarnings(False)
         logs.end_request()
 
@@ -282,6 +285,69 @@ def test_a_logger_with_no_handler_that_does_not_propagate_writes_our_line(
     else:
         assert "[ERROR] oauthledger.test.orphan: token secret=" in lines[0]
         assert "[ERROR] multiprocessing: Process 'ForkPoolWorker-1'" in lines[1]
+
+
+def _raise_with_secret() -> None:
+    raise RuntimeError(f"failed on oauth_token_secret={SECRETS['oauth_token_secret']}")
+
+
+def _one_json_error(out: io.StringIO) -> dict[str, Any]:
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 1, lines
+    doc = as_json(lines[0])
+    assert SECRETS["oauth_token_secret"] not in lines[0]
+    assert "RuntimeError: failed on oauth_token_secret=" in doc["exc_info"]
+    return doc
+
+
+def test_an_exception_nobody_caught_is_a_log_line(root_logging: None) -> None:
+    out = io.StringIO()
+    logs.configure_logging("json", stream=out)
+    try:
+        _raise_with_secret()
+    except RuntimeError:
+        sys.excepthook(*sys.exc_info())
+    doc = _one_json_error(out)
+    assert (doc["logger"], doc["level"]) == ("oauthledger.uncaught", "CRITICAL")
+
+
+def test_a_thread_that_dies_of_an_exception_is_a_log_line(root_logging: None) -> None:
+    out = io.StringIO()
+    logs.configure_logging("json", stream=out)
+    thread = threading.Thread(target=_raise_with_secret, name="doomed")
+    thread.start()
+    thread.join()
+    doc = _one_json_error(out)
+    assert (doc["level"], doc["message"]) == ("ERROR", "uncaught exception in thread doomed")
+
+
+def test_an_exception_python_ignores_is_a_log_line(root_logging: None) -> None:
+    class Raises:
+        def __del__(self) -> None:
+            _raise_with_secret()
+
+    out = io.StringIO()
+    logs.configure_logging("json", stream=out)
+    doomed = Raises()
+    del doomed  # CPython runs __del__ here and reports its exception as unraisable
+    doc = _one_json_error(out)
+    assert doc["level"] == "WARNING" and doc["message"].startswith("Exception ignored in")
+
+
+def test_a_greenlet_that_dies_of_an_exception_is_a_log_line(root_logging: None) -> None:
+    import gevent
+
+    out = io.StringIO()
+    logs.configure_logging("json", stream=out)
+    hub = gevent.get_hub()
+    logs.route_hub_errors(hub)
+    try:
+        gevent.spawn(_raise_with_secret).join()
+    finally:
+        del hub.print_exception
+    doc = _one_json_error(out)
+    assert (doc["logger"], doc["level"]) == ("gevent.hub", "ERROR")
+    assert doc["message"].endswith("failed with RuntimeError")
 
 
 def test_cli_logging_keeps_the_ledger_quiet(root_logging: None) -> None:
