@@ -74,9 +74,11 @@ _REDACTED_WHOLE = frozenset((
 ))
 
 
-# How long a plain access line may wait in its stream's buffer (RedactingLogger.access);
-# a line also leaves when the buffer fills, and every line by a worker's clean exit.
+# How long a plain access line may wait in the worker's buffer (RedactingLogger.access);
+# lines also leave once ACCESS_BUFFER_CHARS have gathered, and all of them by a worker's
+# clean exit.
 ACCESS_FLUSH_SECONDS = 0.25
+ACCESS_BUFFER_CHARS = 8192
 
 # The atoms this module computes itself (gunicorn's meaning, glogging.Logger.atoms); a
 # format naming any other (a header, an environ entry) takes gunicorn's full path.
@@ -97,7 +99,9 @@ class RedactingLogger(Logger):
 
     log_format = "plain"
     _atom_names: frozenset[str] | None = None
-    _unflushed = False
+    _pending: list[str] = []  # noqa: RUF012 - replaced per setup
+    _pending_chars = 0
+    _pending_lock = threading.Lock()
     _flusher: threading.Thread | None = None
     _flusher_pid = 0
     _direct: list[logging.StreamHandler[Any]] = []  # noqa: RUF012 - replaced per setup
@@ -117,6 +121,8 @@ class RedactingLogger(Logger):
         configure_logging(self.log_format, level=self.loglevel)
         self._atom_names = format_atoms(cfg.access_log_format)
         self._direct = self._plain_stream_handlers()
+        self._pending, self._pending_chars = [], 0
+        self._pending_lock = threading.Lock()
 
     def _start_flusher(self) -> None:
         # One per worker process, started by its first access line (after the fork; a
@@ -136,11 +142,15 @@ class RedactingLogger(Logger):
     def flush_access(self) -> None:
         """Write the buffered access lines out now (the flusher's tick; a worker's exit:
         gunicorn_conf.worker_exit)."""
-        if not self._unflushed:
-            return
-        self._unflushed = False
+        with self._pending_lock:
+            if not self._pending:
+                return
+            text = "".join(self._pending)
+            self._pending, self._pending_chars = [], 0
         for handler in self._direct:
             try:
+                with handler.lock:  # type: ignore[union-attr]
+                    handler.stream.write(text)
                 handler.flush()
             except ValueError:
                 pass  # the stream is closed: the process is ending
@@ -160,7 +170,7 @@ class RedactingLogger(Logger):
         for handler in handlers:
             formatter = handler.formatter
             if (not isinstance(handler, logging.StreamHandler) or handler.filters
-                    or handler.level > logging.INFO
+                    or handler.level > logging.INFO or handler.terminator != "\n"
                     or not isinstance(formatter, RedactingFormatter)
                     or getattr(formatter.inner, "_fmt", None) != "%(message)s"):
                 return []
@@ -183,15 +193,19 @@ class RedactingLogger(Logger):
                     return
                 # What logging would write (the handler's formatter: the message,
                 # redacted), without a LogRecord per request, and without a write system
-                # call per request: lines collect in the stream's buffer, which the
+                # call per request: lines collect in this worker's buffer, which the
                 # flusher writes out every ACCESS_FLUSH_SECONDS (docs/operations.md,
-                # "Logs"; docs/BENCHMARKS.md, "Front end").
-                line = redact(self.cfg.access_log_format % atoms) or ""
-                for handler in self._direct:
-                    with handler.lock:  # type: ignore[union-attr]
-                        handler.stream.write(line + handler.terminator)
-                self._unflushed = True
-                if self._flusher is None:
+                # "Logs"; docs/BENCHMARKS.md, "Front end"). Our own buffer, not the
+                # stream's: with PYTHONUNBUFFERED (common in containers) standard output
+                # writes through on every call.
+                line = (redact(self.cfg.access_log_format % atoms) or "") + "\n"
+                with self._pending_lock:
+                    self._pending.append(line)
+                    self._pending_chars += len(line)
+                    full = self._pending_chars >= ACCESS_BUFFER_CHARS
+                if full:
+                    self.flush_access()
+                elif self._flusher is None:
                     self._start_flusher()
             except Exception:  # as gunicorn's own access(): a log line never fails a request
                 self.error_log.exception("access log line failed")

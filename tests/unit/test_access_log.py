@@ -6,19 +6,22 @@ the request's fields, never its raw path, query or headers (docs/operations.md, 
 from __future__ import annotations
 
 import datetime
+import io
 import json
 import logging
 import re
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from gunicorn.config import Config
 
 from oauthledger.services import logs
-from oauthledger.services.http.access_log import RedactingLogger, redact
+from oauthledger.services.http.access_log import ACCESS_BUFFER_CHARS, RedactingLogger, redact
 from oauthledger.services.http.outcome import Refusal
 
 
@@ -251,6 +254,7 @@ def test_cheap_access_line_is_gunicorns_line_redacted(
     resp = SimpleNamespace(status="401 Unauthorized", sent=123, headers=[])
     took = datetime.timedelta(seconds=1, microseconds=2345)
     logger.access(resp, req, environ, took)
+    logger.flush_access()
     cheap = capsys.readouterr().out.strip()
     expected = redact(fmt % logger.atoms_wrapper_class(logger.atoms(resp, req, environ, took)))
     # Whole lines, but the two lines were made a moment apart and may straddle a second:
@@ -309,6 +313,54 @@ def test_an_access_log_with_a_filter_goes_through_logging(
         logger.access_log.removeFilter(keep)
     line = capsys.readouterr().out.strip()
     assert len(seen) == 1 and "v3r" not in line and "GET /q?oauth_verifier=[redacted]" in line
+
+
+class _CountingRaw(io.RawIOBase):
+    """A raw stream that records every write it gets (each one a system call for a
+    real file descriptor)."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: Any) -> int:
+        self.writes.append(bytes(b))
+        return len(b)
+
+
+def test_access_lines_are_batched_even_on_a_write_through_stream() -> None:
+    """PYTHONUNBUFFERED (usual in containers) makes standard output write through on
+    every call: the worker's own buffer still batches the lines."""
+    raw = _CountingRaw()
+    stream = io.TextIOWrapper(io.BufferedWriter(raw), write_through=True)  # as -u does
+    cfg = Config()
+    cfg.set("accesslog", "-")
+    logger = RedactingLogger(cfg)
+    for handler in list(logger.access_log.handlers):
+        logger.access_log.removeHandler(handler)
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.access_log.addHandler(handler)
+    handler.setFormatter(logs.redacting(handler.formatter, "plain"))
+    logger._direct = logger._plain_stream_handlers()
+    assert logger._direct == [handler]
+    logger._flusher = threading.current_thread()  # no flusher thread in this test
+    environ = {"REQUEST_METHOD": "GET", "SERVER_PROTOCOL": "HTTP/1.1", "PATH_INFO": "/healthz",
+               "RAW_URI": "/healthz", "QUERY_STRING": "", "REMOTE_ADDR": "10.1.2.3"}
+    resp = SimpleNamespace(status="200 OK", sent=3, headers=[])
+    for _ in range(5):
+        logger.access(resp, SimpleNamespace(headers=[]), environ, datetime.timedelta(0))
+    assert raw.writes == []
+    logger.flush_access()
+    assert len(raw.writes) == 1 and raw.writes[0].decode().count("\n") == 5
+    # Once ACCESS_BUFFER_CHARS have gathered they leave without waiting for the tick.
+    line_chars = len(raw.writes[0]) // 5
+    for _ in range(ACCESS_BUFFER_CHARS // line_chars + 1):
+        logger.access(resp, SimpleNamespace(headers=[]), environ, datetime.timedelta(0))
+    assert len(raw.writes) == 2
+    assert len(raw.writes[1]) >= ACCESS_BUFFER_CHARS
 
 
 def test_plain_access_lines_are_written_in_batches(tmp_path: Path) -> None:
