@@ -40,6 +40,19 @@ from redis.connection import AbstractConnection
 MAX_IDLE = 64
 
 Command = Sequence[str | bytes | int | float]
+
+# Processes forked so far in this one's line (os.register_at_fork): a RoundTrip notices it
+# is in a new process by this count, where asking os.getpid() on every call was a system
+# call per request.
+_forks = 0
+
+
+def _count_fork() -> None:
+    global _forks
+    _forks += 1
+
+
+os.register_at_fork(after_in_child=_count_fork)
 _SOCKETS = (redis.Connection, redis.SSLConnection, redis.UnixDomainSocketConnection)
 
 
@@ -60,7 +73,7 @@ class RoundTrip:
         self._hiredis_packs = (kwargs.get("encoding", "utf-8").lower() in ("utf-8", "utf8")
                                and kwargs.get("encoding_errors", "strict") == "strict")
         self._idle: list[AbstractConnection] = []
-        self._pid = os.getpid()
+        self._forks = _forks
 
     def run(self, commands: Sequence[Command]) -> list[Any]:
         """The replies of ``commands``, in order. Raises ``redis.RedisError`` as redis-py
@@ -95,9 +108,9 @@ class RoundTrip:
         return replies
 
     def _take(self) -> AbstractConnection:
-        if self._pid != os.getpid():  # forked: the parent's sockets are not ours
+        if self._forks != _forks:  # forked: the parent's sockets are not ours
             self._idle = []
-            self._pid = os.getpid()
+            self._forks = _forks
         try:
             return self._idle.pop()
         except IndexError:

@@ -35,6 +35,16 @@ from oauthledger.services.logs import route_hub_errors
 _HEAD = b"HTTP/"
 
 
+def _send_all(sock: Any, data: Any, *args: Any) -> None:
+    """``sock.sendall(data)``, starting with one plain ``send``: gevent's ``sendall``
+    asks the kernel for the socket's send buffer size (a ``getsockopt`` system call) on
+    every call, to cut large data into chunks, while a response of a few hundred bytes
+    leaves whole in one ``send``. Whatever that send leaves is passed to ``sendall``."""
+    sent = sock.send(data, *args)
+    if sent < len(data):
+        sock.sendall(memoryview(data)[sent:], *args)
+
+
 class OneWriteSocket:
     """A connected socket whose response head waits for the write after it."""
 
@@ -50,11 +60,11 @@ class OneWriteSocket:
         head = self._head
         if head is not None:
             self._head = None
-            self._sock.sendall(head + bytes(data), *args)
+            _send_all(self._sock, head + bytes(data), *args)
         elif not args and bytes(data[:5]) == _HEAD:
             self._head = bytes(data)
         else:
-            self._sock.sendall(data, *args)
+            _send_all(self._sock, data, *args)
 
     def flush(self) -> None:
         """Send the held head, if any."""

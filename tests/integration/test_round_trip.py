@@ -5,6 +5,8 @@ redis-py reports it; the embedded default's fakeredis takes the pipeline."""
 
 from __future__ import annotations
 
+import os
+
 import fakeredis
 import pytest
 import redis
@@ -58,6 +60,34 @@ def test_a_connection_the_server_closed_is_replaced(
     # The idle connection is dead; the batch is sent again on a new one.
     assert trip.run((("MGET", f"{key_layout.prefix}:a"),)) == [[b"1"]]
     assert len(trip._idle) == 1 and trip._idle[0] is not conn
+    trip.close()
+
+
+def test_a_forked_process_never_uses_its_parents_connections(
+        redis_client: redis.Redis, key_layout: KeyLayout) -> None:
+    # gunicorn forks its workers after the app (and so a RoundTrip) may have been used:
+    # a socket shared by two processes would interleave their replies.
+    redis_client.set(f"{key_layout.prefix}:a", "1")
+    trip = RoundTrip(redis_client)
+    assert trip.run((("MGET", f"{key_layout.prefix}:a"),)) == [[b"1"]]
+    (parent_conn,) = trip._idle
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report, never return into pytest
+        code = 1
+        try:
+            ok = trip.run((("MGET", f"{key_layout.prefix}:a"),)) == [[b"1"]]
+            code = 0 if ok and trip._idle and trip._idle[0] is not parent_conn else 2
+        finally:
+            os.write(write, bytes([code]))
+            os._exit(0)
+    os.close(write)
+    _, status = os.waitpid(pid, 0)
+    assert os.read(read, 1) == bytes([0]) and status == 0
+    os.close(read)
+    # The parent's own connection is still its own.
+    assert trip.run((("MGET", f"{key_layout.prefix}:a"),)) == [[b"1"]]
+    assert trip._idle == [parent_conn]
     trip.close()
 
 
