@@ -53,6 +53,7 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 
 from oauthledger.events.catalog import EVENT_TYPES, Event
 from oauthledger.events.errors import ConcurrencyConflict, EventStoreError, StoreUnavailable
+from oauthledger.events.process_id import current_pid
 
 log = logging.getLogger(__name__)
 
@@ -289,9 +290,12 @@ def _build() -> Metrics:
             # a tree (the CLI, with PROMETHEUS_MULTIPROC_DIR in its environment file)
             # never writes files into a directory no scrape reads.
             tree = current_tree_dir()
+            # The process id it checks before every increment (to notice a fork) comes
+            # from events/process_id.py: os.getpid() was a system call per increment,
+            # several per request.
             prometheus_values.ValueClass = (
-                prometheus_values.MultiProcessValue() if tree is not None
-                else prometheus_values.MutexValue)
+                prometheus_values.MultiProcessValue(process_identifier=current_pid)
+                if tree is not None else prometheus_values.MutexValue)
             _built = Metrics()
         return _built
 

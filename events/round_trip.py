@@ -27,7 +27,6 @@ ordinary pipeline: one code path in behaviour, the fast one where it exists.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,24 +34,14 @@ import hiredis
 import redis
 from redis.connection import AbstractConnection
 
+from oauthledger.events.process_id import current_pid
+
 # At most this many idle connections are kept per process; more concurrent requests
 # open more connections, which are closed when put back past the limit.
 MAX_IDLE = 64
 
 Command = Sequence[str | bytes | int | float]
 
-# Processes forked so far in this one's line (os.register_at_fork): a RoundTrip notices it
-# is in a new process by this count, where asking os.getpid() on every call was a system
-# call per request.
-_forks = 0
-
-
-def _count_fork() -> None:
-    global _forks
-    _forks += 1
-
-
-os.register_at_fork(after_in_child=_count_fork)
 _SOCKETS = (redis.Connection, redis.SSLConnection, redis.UnixDomainSocketConnection)
 
 
@@ -73,7 +62,7 @@ class RoundTrip:
         self._hiredis_packs = (kwargs.get("encoding", "utf-8").lower() in ("utf-8", "utf8")
                                and kwargs.get("encoding_errors", "strict") == "strict")
         self._idle: list[AbstractConnection] = []
-        self._forks = _forks
+        self._pid = current_pid()
 
     def run(self, commands: Sequence[Command]) -> list[Any]:
         """The replies of ``commands``, in order. Raises ``redis.RedisError`` as redis-py
@@ -108,9 +97,9 @@ class RoundTrip:
         return replies
 
     def _take(self) -> AbstractConnection:
-        if self._forks != _forks:  # forked: the parent's sockets are not ours
+        if self._pid != current_pid():  # forked: the parent's sockets are not ours
             self._idle = []
-            self._forks = _forks
+            self._pid = current_pid()
         try:
             return self._idle.pop()
         except IndexError:
