@@ -3,6 +3,8 @@ application services, and reading state back the way a test wants to look at it.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
@@ -56,3 +58,24 @@ def grant(deps: Deps, consumer: ConsumerState, user: str = "bob") -> dance.Issue
     """Run the whole dance through the services and return the access token issued."""
     token, verifier = approved_request_token(deps, consumer, user)
     return dance.exchange(deps.ledger, deps.sealer, deps.settings, token, verifier, META)
+
+
+def true_in_a_forked_child(check: Callable[[], bool]) -> bool:
+    """Run ``check`` in a child made by ``os.fork`` (as gunicorn makes its workers) and
+    return what it answered; an exception in the child counts as False. The child never
+    returns into pytest."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        answer = b"0"
+        try:
+            answer = b"1" if check() else b"0"
+        finally:
+            os.write(write, answer)
+            os._exit(0)
+    os.close(write)
+    try:
+        os.waitpid(pid, 0)
+        return os.read(read, 1) == b"1"
+    finally:
+        os.close(read)

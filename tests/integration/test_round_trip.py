@@ -5,8 +5,6 @@ redis-py reports it; the embedded default's fakeredis takes the pipeline."""
 
 from __future__ import annotations
 
-import os
-
 import fakeredis
 import pytest
 import redis
@@ -14,6 +12,7 @@ import redis
 from oauthledger.events.keys import KeyLayout
 from oauthledger.events.round_trip import RoundTrip
 from tests.conftest import REDIS_URL
+from tests.support import true_in_a_forked_child
 
 
 def _batch(layout: KeyLayout) -> tuple[tuple[object, ...], ...]:
@@ -71,20 +70,12 @@ def test_a_forked_process_never_uses_its_parents_connections(
     trip = RoundTrip(redis_client)
     assert trip.run((("MGET", f"{key_layout.prefix}:a"),)) == [[b"1"]]
     (parent_conn,) = trip._idle
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: report, never return into pytest
-        code = 1
-        try:
-            ok = trip.run((("MGET", f"{key_layout.prefix}:a"),)) == [[b"1"]]
-            code = 0 if ok and trip._idle and trip._idle[0] is not parent_conn else 2
-        finally:
-            os.write(write, bytes([code]))
-            os._exit(0)
-    os.close(write)
-    _, status = os.waitpid(pid, 0)
-    assert os.read(read, 1) == bytes([0]) and status == 0
-    os.close(read)
+
+    def child_uses_its_own() -> bool:
+        replies = trip.run((("MGET", f"{key_layout.prefix}:a"),))
+        return replies == [[b"1"]] and trip._idle[0] is not parent_conn
+
+    assert true_in_a_forked_child(child_uses_its_own)
     # The parent's own connection is still its own.
     assert trip.run((("MGET", f"{key_layout.prefix}:a"),)) == [[b"1"]]
     assert trip._idle == [parent_conn]
