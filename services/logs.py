@@ -443,6 +443,23 @@ def _celery_setup_logging(loglevel: int | None = None, logfile: str | None = Non
     handler = logging.FileHandler(logfile) if logfile else None
     installed = configure_logging("json", level=loglevel or logging.INFO, handler=handler)
     installed.addFilter(_CeleryTask())
+    _celery_redirect_stdouts()
+
+
+def _celery_redirect_stdouts() -> None:
+    """What Celery does after a setup of its own, and skips after ours (its worker checks
+    whether a receiver handled the setup): standard output and error become a logger,
+    ``celery.redirected``, at ``worker_redirect_stdouts_level``, unless the app's
+    ``worker_redirect_stdouts`` is off. A ``print`` in a task, or a pool process's own
+    crash report (billiard writes it to standard error), is then a JSON line too. Our
+    handler was made before this and keeps the real standard error."""
+    from celery import current_app
+
+    conf = current_app.conf
+    if conf.worker_redirect_stdouts:
+        current_app.log.redirect_stdouts_to_logger(
+            logging.getLogger("celery.redirected"),
+            loglevel=conf.worker_redirect_stdouts_level)
 
 
 def _celery_after_setup(logger: logging.Logger | None = None, **_: Any) -> None:

@@ -370,6 +370,7 @@ def test_celery_gets_json_through_its_setup_logging_signal(root_logging: None) -
     from celery import signals
 
     say = celery.apps.worker.safe_say
+    stdout, stderr = sys.stdout, sys.stderr
     try:
         logs.install_celery_logging("json")
         signals.setup_logging.send(sender=None, loglevel=logging.DEBUG, logfile=None,
@@ -378,6 +379,18 @@ def test_celery_gets_json_through_its_setup_logging_signal(root_logging: None) -
         ours = [h for h in root.handlers if getattr(h, "_oauthledger_handler", False)]
         assert len(ours) == 1 and isinstance(ours[0].formatter, logs.JsonFormatter)
         assert root.level == logging.DEBUG
+        # Standard output and error are a logger now, as Celery's own setup makes them:
+        # a print() in a task, or a pool process's crash report, is a JSON line.
+        out = io.StringIO()
+        ours[0].setStream(out)
+        print("printed by a task")
+        sys.stderr.write("Process ForkPoolWorker-2:\nTraceback (most recent call last):\n")
+        sys.stderr.flush()
+        docs = [as_json(line) for line in out.getvalue().splitlines()]
+        assert [(d["logger"], d["level"]) for d in docs] == [("celery.redirected",
+                                                              "WARNING")] * len(docs)
+        text = " ".join(d["message"] for d in docs)
+        assert "printed by a task" in text and "Process ForkPoolWorker-2:" in text
         # The shutdown notice Celery writes raw from a signal handler is a JSON line too.
         read, write = os.pipe()
         celery.apps.worker.safe_say("worker: Warm shutdown (MainProcess)",
@@ -387,6 +400,7 @@ def test_celery_gets_json_through_its_setup_logging_signal(root_logging: None) -
         os.close(read)
         assert doc["message"] == "worker: Warm shutdown (MainProcess)"
     finally:
+        sys.stdout, sys.stderr = stdout, stderr
         signals.setup_logging.disconnect(logs._celery_setup_logging)
         celery.apps.worker.safe_say = say
 
