@@ -41,7 +41,6 @@ from oauthledger.events.process_id import current_pid
 MAX_IDLE = 64
 
 Command = Sequence[str | bytes | int | float]
-
 _SOCKETS = (redis.Connection, redis.SSLConnection, redis.UnixDomainSocketConnection)
 
 

@@ -21,11 +21,12 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import secrets
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -34,15 +35,25 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from oauthledger.events.errors import SealingError
 
-_PREFIX = "s1"
+SEALED_PREFIX = "s1"
 # Associated data binds a ciphertext to this purpose: a sealed blob from another system
 # using the same key cannot be passed off as one of ours.
 _AAD = b"oauthledger-sealed-secret"
 DERIVED_PREFIX = "d1"
+# The text of either: <prefix>.<key id>.<base64url body, or the token identifier>.
+_REFERENCE = re.compile(r"^(s1|d1)\.([A-Za-z0-9_-]+)\.[A-Za-z0-9_-]+={0,2}$")
 # HKDF's info separates the derivation key from the sealing key it comes from: the same
 # 256-bit key never serves as both an AES key and an HMAC key.
 _DERIVE_INFO = b"oauthledger-token-secret-v1"
 TOKEN_SECRET_BYTES = 24  # 192 bits, 32 URL-safe characters: as long as a random secret
+
+
+def reference(value: object) -> tuple[str, str] | None:
+    """``(prefix, key id)`` of a well-formed sealed value (:data:`SEALED_PREFIX`) or
+    derived secret's reference (:data:`DERIVED_PREFIX`), without opening it; None for
+    anything else."""
+    match = _REFERENCE.match(value) if isinstance(value, str) else None
+    return (match.group(1), match.group(2)) if match else None
 
 
 def _derivation_key(key: bytes) -> bytes:
@@ -193,6 +204,14 @@ def save_key_ring(path: Path, ring: KeyRing) -> None:
     _write_private(path, ring.to_json())
 
 
+class _Keys(NamedTuple):
+    """What a key ring gives a :class:`Sealer`, swapped as one on reload."""
+
+    ring: KeyRing
+    ciphers: dict[str, AESGCM]  # key id -> AES-256-GCM for sealing and opening
+    derive_keys: dict[str, bytes]  # key id -> HKDF-separated key for token secrets
+
+
 class Sealer:
     """Seals and opens secrets with a :class:`KeyRing`.
 
@@ -214,15 +233,15 @@ class Sealer:
         return cls(load_key_ring(path, create=create), path=path)
 
     def _use(self, ring: KeyRing) -> None:
-        # One assignment swaps ring and ciphers together: a thread sealing meanwhile sees
-        # either the old pair or the new one, never a mix.
-        self._current = (ring, {kid: AESGCM(key) for kid, key in ring.keys.items()},
-                         {kid: _derivation_key(key) for kid, key in ring.keys.items()})
+        # One assignment swaps ring, ciphers and derivation keys together: a thread
+        # sealing meanwhile sees either the old set or the new one, never a mix.
+        self._current = _Keys(ring, {kid: AESGCM(key) for kid, key in ring.keys.items()},
+                              {kid: _derivation_key(key) for kid, key in ring.keys.items()})
 
     @property
     def ring(self) -> KeyRing:
         """The key ring in use (after any reload)."""
-        return self._current[0]
+        return self._current.ring
 
     def _refresh(self) -> None:
         """Reload the key file if it changed since it was read. A file that cannot be
@@ -243,11 +262,11 @@ class Sealer:
     def seal(self, plaintext: str) -> str:
         """Encrypt ``plaintext`` under the active key."""
         self._refresh()  # one stat(): sealing happens per grant, not per request
-        ring, aead, _ = self._current
+        ring, aead = self._current.ring, self._current.ciphers
         kid = ring.active
         nonce = os.urandom(12)
         ct = aead[kid].encrypt(nonce, plaintext.encode("utf-8"), _AAD)
-        return f"{_PREFIX}.{kid}.{_b64e(nonce + ct)}"
+        return f"{SEALED_PREFIX}.{kid}.{_b64e(nonce + ct)}"
 
     def open(self, sealed: str) -> str:
         """Decrypt a value made by :meth:`seal` with any key of the ring."""
@@ -257,9 +276,9 @@ class Sealer:
             raise SealingError("not a sealed value") from None
         if prefix == DERIVED_PREFIX:
             return self._derive(kid, body)
-        if prefix != _PREFIX:
+        if prefix != SEALED_PREFIX:
             raise SealingError(f"unknown sealing format {prefix!r}")
-        aead = self._material(1, kid)
+        aead: AESGCM = self._material(kid, "ciphers")
         try:
             raw = _b64d(body)
             return aead.decrypt(raw[:12], raw[12:], _AAD).decode("utf-8")
@@ -271,23 +290,23 @@ class Sealer:
         key, and what its event stores in place of the sealed secret
         (``d1.<key id>.<token>``; :meth:`open` gives the secret back)."""
         self._refresh()  # one stat(), as for seal(): per grant, not per request
-        kid = self._current[0].active
+        kid = self._current.ring.active
         return self._derive(kid, token), f"{DERIVED_PREFIX}.{kid}.{token}"
 
-    def _material(self, slot: int, kid: str) -> Any:
-        """Key ``kid``'s cipher (slot 1) or derivation key (slot 2), reloading the key
-        file once when the ring in use lacks it: the value was sealed or derived by a
-        process that loaded a newer key file."""
-        material = self._current[slot].get(kid)
+    def _material(self, kid: str, table: str) -> Any:
+        """Key ``kid``'s entry in ``table`` ("ciphers" or "derive_keys" of
+        :class:`_Keys`), reloading the key file once when the ring in use lacks it: the
+        value was sealed or derived by a process that loaded a newer key file."""
+        material = getattr(self._current, table).get(kid)
         if material is None:
             self._refresh()
-            material = self._current[slot].get(kid)
+            material = getattr(self._current, table).get(kid)
         if material is None:
             raise SealingError(f"sealing key {kid!r} is not in the key ring")
         return material
 
     def _derive(self, kid: str, token: str) -> str:
-        key = self._material(2, kid)
+        key: bytes = self._material(kid, "derive_keys")
         # NIST SP 800-108: a keyed PRF (HMAC-SHA256) of the identifier, truncated. The
         # identifier is random and never reused, so every secret is distinct.
         mac = hmac.new(key, token.encode("utf-8"), hashlib.sha256).digest()

@@ -20,6 +20,7 @@ import functools
 import struct
 from typing import Any
 
+from oauthledger.events.sealing import DERIVED_PREFIX, SEALED_PREFIX
 from oauthledger.events.state import TokenState
 
 TOKEN_FIELDS_NOT_IN_REDIS = (
@@ -98,7 +99,8 @@ _PAD = {0: b"", 2: b"==", 3: b"="}
 
 def _key_id(sealed: str, prefix: str) -> bytes | None:
     """The 4 bytes of the key id of ``<prefix>.k<8 lowercase hex>.<rest>``, else None
-    (only a key id that re-encodes to the same text, so decoding gives it back)."""
+    (only a key id that re-encodes to the same text, so decoding gives it back). Both
+    prefixes are two characters, so the key id's hex is characters 4 to 11."""
     if not (sealed.startswith(prefix + ".k") and sealed[12:13] == "."):
         return None
     try:
@@ -111,9 +113,9 @@ def _key_id(sealed: str, prefix: str) -> bytes | None:
 def _pack_secret(sealed: str, token: str) -> tuple[int, bytes]:
     # A derived secret (events.sealing: ``d1.k<8 hex>.<token>``) of this very token is
     # its key id alone: the rest is the key's name in Redis.
-    if sealed[13:] == token and (kid := _key_id(sealed, "d1")) is not None:
+    if sealed[13:] == token and (kid := _key_id(sealed, DERIVED_PREFIX)) is not None:
         return _DERIVED_SECRET, kid
-    if (kid := _key_id(sealed, "s1")) is not None:
+    if (kid := _key_id(sealed, SEALED_PREFIX)) is not None:
         body = sealed[13:].encode("ascii", "replace")
         try:
             raw = binascii.a2b_base64(body.translate(_TO_STD) + _PAD[len(body) & 3])
@@ -158,9 +160,9 @@ def decode_token(ident: str, version: int, buf: bytes) -> TokenState:
     if flags & _HAS_USER:
         user, at = _read_short(buf, at)
     if flags & _DERIVED_SECRET:
-        secret = f"d1.k{buf[at:at + 4].hex()}.{ident}"
+        secret = f"{DERIVED_PREFIX}.k{buf[at:at + 4].hex()}.{ident}"
     elif flags & _PACKED_SECRET:
-        secret = f"s1.k{buf[at:at + 4].hex()}.{_b64e(buf[at + 4:])}"
+        secret = f"{SEALED_PREFIX}.k{buf[at:at + 4].hex()}.{_b64e(buf[at + 4:])}"
     else:
         secret = buf[at:].decode("utf-8")
     return TokenState(

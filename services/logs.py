@@ -334,8 +334,7 @@ def _log_thread_exception(args: threading.ExceptHookArgs) -> None:
         return
     name = args.thread.name if args.thread is not None else "?"
     _UNCAUGHT.error("uncaught exception in thread %s", name,
-                    exc_info=(args.exc_type, args.exc_value or args.exc_type(),
-                              args.exc_traceback))
+                    exc_info=(args.exc_type, args.exc_value, args.exc_traceback))
 
 
 def _log_unraisable(args: Any) -> None:
@@ -344,9 +343,8 @@ def _log_unraisable(args: Any) -> None:
     where = args.err_msg or "Exception ignored in"
     with contextlib.suppress(Exception):
         where = f"{where}: {args.object!r}" if args.object is not None else where
-    _UNCAUGHT.warning("%s", where, exc_info=(args.exc_type,
-                                             args.exc_value or args.exc_type(),
-                                             args.exc_traceback))
+    _UNCAUGHT.warning("%s", where,
+                      exc_info=(args.exc_type, args.exc_value, args.exc_traceback))
 
 
 def install_exception_hooks() -> None:
@@ -368,10 +366,8 @@ def route_hub_errors(hub: Any) -> None:
         with contextlib.suppress(Exception):
             if context is not None and not isinstance(context, str):
                 what = hub.format_context(context)
-        if isinstance(kind, type) and value is None:
-            value = kind()
         log.error("%s failed with %s", what, getattr(kind, "__name__", "exception"),
-                  exc_info=(kind, value, tb) if value is not None else None)
+                  exc_info=(kind, value, tb))
 
     hub.print_exception = print_exception
 

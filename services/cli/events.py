@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import sys
 import tempfile
@@ -26,13 +25,11 @@ import click
 
 from oauthledger.events.errors import CorruptEvent
 from oauthledger.events.schema import GENESIS_HASH
+from oauthledger.events.sealing import DERIVED_PREFIX, reference
 from oauthledger.events.store import EventStore, RecordedEvent
 from oauthledger.services.cli.main import CliContext, CliError, pass_cli
 from oauthledger.services.cli.store_access import db_errors, open_store
 
-# The text form of a sealed value (events/sealing.py): s1.<key id>.<base64url>, or of a
-# derived token secret's reference: d1.<key id>.<token>.
-_SEALED = re.compile(r"^(s1|d1)\.([A-Za-z0-9_-]+)\.[A-Za-z0-9_-]+={0,2}$")
 _SHORT = 40  # longest plain value shown whole in the text summary
 _FLUSH_EVERY = 500  # lines between flushes when writing a backlog
 
@@ -94,17 +91,18 @@ class ChainCheck:
 def _sealed_label(value: Any) -> str:
     if value is None:
         return "null"
-    match = _SEALED.match(value) if isinstance(value, str) else None
+    ref = reference(value)
     # Anything in a *_sealed field that is not a sealed value is still never printed:
     # it may be a secret that escaped sealing, which is exactly what an audit looks for.
-    if match is None:
+    if ref is None:
         return "<sealed:INVALID>"
-    return f"<{'derived' if match.group(1) == 'd1' else 'sealed'}:{match.group(2)}>"
+    prefix, kid = ref
+    return f"<{'derived' if prefix == DERIVED_PREFIX else 'sealed'}:{kid}>"
 
 
 def _short(value: Any) -> str:
     if isinstance(value, str):
-        if _SEALED.match(value):
+        if reference(value):
             return _sealed_label(value)
         text = " ".join(value.split())  # PEM and other multi-line text on one line
         if len(text) > _SHORT:
